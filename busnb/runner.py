@@ -1,0 +1,69 @@
+"""``busnb run``: execute the ordered notebooks headless with papermill.
+
+A run folder ``runs/<timestamp>-<profile>/`` receives the executed notebooks, the
+parameters of each (``params.json``), every trained model's ``metrics.json``, the
+collected ``results.json`` and the figures, which are then copied to ``figures/``.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from .atomic import write_json
+from .config import get_profile
+from .paths import repo_root, runs_dir
+
+NOTEBOOK_DIR = repo_root() / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def jobs(profile: str) -> list[tuple[str, str, dict]]:
+    """(notebook stem, output suffix, parameters) in execution order for a profile."""
+    prof = get_profile(profile)
+    out = []
+    for nb in notebooks():
+        stem = nb.stem
+        if stem.startswith("05_"):
+            for method in train_methods(profile):
+                for ratio in prof.ratios:
+                    for seed in prof.seeds:
+                        out.append((stem, f"-{method}-r{ratio:g}-s{seed}", {"method": method, "ratio": ratio, "seed": seed}))
+        else:
+            out.append((stem, "", {}))
+    return out
+
+
+def train_methods(profile: str) -> list[str]:
+    from .methods import RUN_BY_DEFAULT
+
+    return list(RUN_BY_DEFAULT)
+
+
+def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extra: dict | None = None,
+                out: str | Path | None = None, progress: bool = True) -> Path:
+    import papermill as pm
+
+    run_dir = Path(out) if out else runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs(profile) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
+    log = []
+    for i, (stem, suffix, params) in enumerate(todo, 1):
+        params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params, **(extra or {})}
+        dest = run_dir / f"{stem}{suffix}.ipynb"
+        print(f"[{i}/{len(todo)}] {stem}{suffix}", flush=True)
+        t0 = time.time()
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"), str(dest), parameters=params,
+                            kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=progress)
+        log.append({"notebook": dest.name, "parameters": params, "seconds": round(time.time() - t0, 1)})
+        write_json(run_dir / "params.json", log)
+    figs = run_dir / "figures"
+    if figs.is_dir():
+        dest = repo_root() / "figures"
+        dest.mkdir(exist_ok=True)
+        for f in figs.glob("*.png"):
+            shutil.copy2(f, dest / f.name)
+    return run_dir

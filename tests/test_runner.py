@@ -1,0 +1,13 @@
+"""The papermill runner on the results notebook alone (the full smoke run is `make demo`)."""
+import json
+
+
+def test_runner_writes_run_folder(tmp_path):
+    from busnb.runner import jobs, run_profile
+
+    names = [j[0] for j in jobs("smoke")]
+    assert names[0].startswith("00_") and names == sorted(names)
+    out = run_profile("smoke", notebooks=["06"], out=tmp_path / "run", progress=False)
+    params = json.loads((out / "params.json").read_text())
+    assert params[0]["parameters"]["profile"] == "smoke"
+    assert (out / "06_results.ipynb").is_file() and (out / "results.json").is_file()
