@@ -1,0 +1,311 @@
+"""Weight-free APPG backend: an appearance phrase -> box and mask by classical image processing.
+
+It reads the same phrase Grounding DINO would get (``"dark oval"``) through
+:func:`busnb.prompts.parse_phrase` and uses its two words:
+
+* the **intensity** word sets the sign of the contrast a candidate must have against
+  its surroundings (``dark``: darker than its ring; ``bright``: brighter; none: either);
+* the **shape** word sets which region geometry scores well (aspect ratio, solidity,
+  convexity deficit of oval / round / lobulated / irregular).
+
+Steps (on a copy resized to ``work_size`` on its long side):
+
+1. field of view: the largest bright-enough connected region (removes black margins);
+   burned-in text, rulers and calipers (small, near-saturated, thin) are replaced by the
+   local median before anything else;
+2. speckle reduction: median then Gaussian filter;
+3. candidates: connected components of ``n_levels`` intensity thresholds (quantiles of
+   the field of view) in the phrase's polarity, after a morphological opening;
+4. score per candidate: ``w_contrast * contrast + w_shape * shape_match +
+   w_position * position_prior + w_size * size_prior - border_penalty``;
+5. mask refinement inside the box: a per-box Otsu threshold on the smoothed image,
+   the component that overlaps the candidate, holes filled, opened and closed.
+
+Weights were tuned on the BUSI *validation* split of ``splits/busi/seed0`` (65 images),
+never on its test split; see ``AppearanceParams`` and the README.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ..prompts import parse_phrase
+from .types import Detection
+
+
+@dataclass(frozen=True)
+class AppearanceParams:
+    work_size: int = 256
+    median: int = 5
+    sigma: float = 2.0
+    n_levels: int = 10
+    q_low: float = 0.04
+    q_high: float = 0.45
+    min_area: float = 0.002
+    max_area: float = 0.45
+    # tuned by busnb.appg.tune on BUSI val (splits/busi/seed0, 65 images), "dark oval", w_shape held at 1
+    w_contrast: float = 2.23
+    w_darkness: float = 0.0
+    w_shape: float = 1.0
+    w_position: float = 1.1
+    w_size: float = 1.16
+    border_penalty: float = 1.69
+    top_margin: float = 0.08
+    box_pad: float = 0.08
+    local_scales: tuple = (12.0, 24.0)
+    local_levels: int = 6
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _resize(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    h, w = img.shape
+    s = long_side / max(h, w)
+    if s >= 1:
+        return img.astype(np.float32), 1.0
+    out = Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+    return np.asarray(out, dtype=np.float32), s
+
+
+def field_of_view(img: np.ndarray) -> np.ndarray:
+    """Largest connected region brighter than the black margin, holes filled."""
+    sm = ndimage.uniform_filter(img, 9)
+    fov = sm > max(8.0, 0.1 * np.percentile(img, 50))
+    lab, n = ndimage.label(fov)
+    if n == 0:
+        return np.ones_like(img, bool)
+    largest = np.argmax(np.bincount(lab.ravel())[1:]) + 1
+    return ndimage.binary_fill_holes(lab == largest)
+
+
+def remove_marks(img: np.ndarray) -> np.ndarray:
+    """Replace near-saturated thin marks (text, rulers, calipers) by the local median."""
+    bright = img >= np.percentile(img, 99.5) * 0.95
+    bright &= img > 200
+    if not bright.any():
+        return img
+    thin = bright & ~ndimage.binary_opening(bright, np.ones((5, 5), bool))
+    marks = ndimage.binary_dilation(thin, iterations=2)
+    med = ndimage.median_filter(img, 9)
+    return np.where(marks, med, img)
+
+
+def _shape_features(region: np.ndarray) -> dict:
+    ys, xs = np.nonzero(region)
+    area = len(ys)
+    cy, cx = ys.mean(), xs.mean()
+    cov = np.cov(np.stack([ys - cy, xs - cx])) if area > 2 else np.eye(2)
+    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    aspect = float(np.sqrt(max(ev[0], 1e-6) / max(ev[1], 1e-6)))
+    # solidity via the convex hull of the boundary pixels
+    from skimage.morphology import convex_hull_image
+
+    y0, x0 = ys.min(), xs.min()
+    crop = region[y0: ys.max() + 1, x0: xs.max() + 1]
+    hull = convex_hull_image(crop) if crop.shape[0] > 2 and crop.shape[1] > 2 else crop
+    solidity = float(area / max(hull.sum(), 1))
+    horizontal = float(abs(np.linalg.eigh(cov)[1][1, -1]))  # |x component| of the major axis
+    return {"aspect": aspect, "solidity": solidity, "horizontal": horizontal, "cy": cy, "cx": cx, "area": area}
+
+
+# What each shape word means for a candidate region: (aspect mean, sd), (solidity mean, sd).
+# Solidity is that of the speckle-smoothed candidate, so spiculated borders read ~0.85, not ~0.7.
+SHAPE_MODELS = {
+    "oval": ((1.9, 0.35), (0.97, 0.02)),
+    "round": ((1.05, 0.1), (0.975, 0.02)),
+    "lobulated": ((1.4, 0.25), (0.90, 0.035)),
+    "irregular": ((1.5, 0.4), (0.84, 0.07)),
+}
+
+
+def shape_match(shape: str | None, f: dict) -> float:
+    """P(shape word | region): Gaussian likelihoods of (aspect, solidity) under each shape word,
+    normalised over the four words (equal priors); 0.5 when the phrase names no shape."""
+    if shape is None or shape not in SHAPE_MODELS:
+        return 0.5
+    a, s = f["aspect"], f["solidity"]
+
+    def lik(m):
+        (am, asd), (sm, ssd) = SHAPE_MODELS[m]
+        return np.exp(-0.5 * ((a - am) / asd) ** 2 - 0.5 * ((s - sm) / ssd) ** 2) / (asd * ssd)
+
+    liks = {m: lik(m) for m in SHAPE_MODELS}
+    total = sum(liks.values())
+    return float(liks[shape] / total) if total > 1e-300 else 0.25
+
+
+class AppearanceBackend:
+    """``detect(image, phrase)`` -> scored boxes; ``segment(image, boxes)`` -> masks. No weights."""
+
+    name = "appearance"
+
+    def __init__(self, params: AppearanceParams | None = None, **overrides):
+        self.params = params or AppearanceParams(**overrides)
+
+    def id(self) -> dict:
+        return {"backend": self.name, **self.params.to_dict()}
+
+    # -- shared preprocessing -------------------------------------------------
+    def _prep(self, image: np.ndarray):
+        p = self.params
+        if image.ndim == 3:
+            image = np.asarray(Image.fromarray(image).convert("L"))
+        small, s = _resize(image, p.work_size)
+        fov = field_of_view(small)
+        clean = remove_marks(small)
+        sm = ndimage.gaussian_filter(ndimage.median_filter(clean, p.median), p.sigma)
+        return small, sm, fov, s
+
+    def candidates(self, image: np.ndarray, phrase: str) -> list[dict]:
+        """All scored candidate regions (work resolution), best first.
+
+        ``phrase`` may hold several phrases separated by '.' ("dark oval. dark round."): regions are
+        found once per polarity and each is scored under every phrase; it keeps its best phrase."""
+        p = self.params
+        phrases = [q.strip() for q in phrase.split(".") if q.strip()] or [phrase]
+        apps = {q: parse_phrase(q) for q in phrases}
+        _, sm, fov, s = self._prep(image)
+        h, w = sm.shape
+        vals = sm[fov]
+        if vals.size == 0 or vals.std() < 1e-3:
+            return []
+        mu, sd = float(vals.mean()), float(vals.std())
+        polarities = sorted({pol for a in apps.values() for pol in {"dark": [1], "bright": [-1]}.get(a.intensity, [1, -1])},
+                            reverse=True)
+        qs = np.linspace(p.q_low, p.q_high, p.n_levels)
+        eroded_fov = ndimage.binary_erosion(fov, iterations=3)
+        out, seen = [], set()
+        for pol in polarities:
+            maps = [(sm * pol, np.quantile(vals * pol, qs))]
+            for scale in p.local_scales:  # darker than the neighbourhood at this scale
+                bg = ndimage.gaussian_filter(np.where(fov, sm, mu), scale)
+                local = (sm - bg) * pol
+                maps.append((local, np.quantile(local[fov], np.linspace(0.03, 0.3, p.local_levels))))
+            for img, thresholds in maps:
+                for t in thresholds:
+                    bw = ndimage.binary_opening((img <= t) & fov, iterations=2)
+                    lab, n = ndimage.label(bw)
+                    if n == 0:
+                        continue
+                    areas = np.bincount(lab.ravel())[1:]
+                    for k in np.nonzero((areas >= p.min_area * h * w) & (areas <= p.max_area * h * w))[0]:
+                        region = ndimage.binary_fill_holes(lab == k + 1)
+                        key = (pol, int(region.sum()) // 16, int(np.argmax(region)))
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        base = self._features(region, sm, fov, eroded_fov, mu, sd, pol, h, w)
+                        best = None
+                        for q, app in apps.items():
+                            if app.intensity is not None and {"dark": 1, "bright": -1}[app.intensity] != pol:
+                                continue
+                            feats = self._phrase_features(base, app)
+                            c = {**base, "features": feats, "score": self.score(feats), "phrase": q,
+                                 "polarity": pol, **feats}
+                            if best is None or c["score"] > best["score"]:
+                                best = c
+                        out.append(best)
+        out.sort(key=lambda c: -c["score"])
+        for c in out:
+            c["scale"] = s
+        return out
+
+    def _features(self, region, sm, fov, eroded_fov, mu, sd, pol, h, w) -> dict:
+        """Phrase-independent features of one candidate region."""
+        p = self.params
+        f = _shape_features(region)
+        r = max(3, int(0.25 * np.sqrt(f["area"])))
+        ys, xs = np.nonzero(region)
+        y0, y1 = max(0, ys.min() - r - 1), min(h, ys.max() + r + 2)
+        x0, x1 = max(0, xs.min() - r - 1), min(w, xs.max() + r + 2)
+        reg = region[y0:y1, x0:x1]
+        ring = ndimage.binary_dilation(reg, iterations=r) & ~reg & fov[y0:y1, x0:x1]
+        inside = sm[y0:y1, x0:x1][reg].mean()
+        around = sm[y0:y1, x0:x1][ring].mean() if ring.any() else mu
+        cy, cx = f["cy"] / h, f["cx"] / w
+        frac = f["area"] / float(fov.sum())
+        return {"region": region, "box": (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                "signed_contrast": float(pol * (around - inside) / (sd + 1e-6)),
+                "signed_darkness": float(pol * (mu - inside) / (sd + 1e-6)),
+                "position": float(np.exp(-((cx - 0.5) ** 2) / (2 * 0.22 ** 2) - ((cy - 0.45) ** 2) / (2 * 0.22 ** 2))),
+                "size": float(np.exp(-0.5 * ((np.log(frac) - np.log(0.06)) / 1.1) ** 2)),
+                "touches": float((region & ~eroded_fov).sum() / max(1, f["area"]) > 0.02) + float(cy < p.top_margin),
+                "geometry": f, "aspect": f["aspect"], "solidity": f["solidity"]}
+
+    @staticmethod
+    def _phrase_features(base: dict, app) -> dict:
+        """The score's features under one phrase: contrast sign from its intensity word, shape from its shape word."""
+        c, d = base["signed_contrast"], base["signed_darkness"]
+        if app.intensity is None:  # no intensity word: either polarity counts
+            c, d = abs(c), abs(d)
+        return {"contrast": c, "darkness": d, "shape": shape_match(app.shape, base["geometry"]),
+                "position": base["position"], "size": base["size"], "touches": base["touches"]}
+
+    def score(self, feats: dict) -> float:
+        """Candidate score: the weighted sum of its features (step 4 in the module docstring)."""
+        p = self.params
+        return float(p.w_contrast * feats["contrast"] + p.w_darkness * feats["darkness"] + p.w_shape * feats["shape"]
+                     + p.w_position * feats["position"] + p.w_size * feats["size"] - p.border_penalty * feats["touches"])
+
+    # -- the two stages the pipeline calls ------------------------------------
+    def detect(self, image: np.ndarray, phrase: str, box_threshold: float = 0.0, top_k: int = 5) -> list[Detection]:
+        """Boxes in **pixel xyxy of the input image**, best first, with a score in (0, 1)."""
+        cands = self.candidates(image, phrase)
+        dets = []
+        for c in cands[:top_k]:
+            sc = float(1 / (1 + np.exp(-(c["score"] - 1.5))))
+            if sc < box_threshold:
+                continue
+            s = c["scale"]
+            box = [v / s for v in self.padded_box(c["box"], c["region"].shape)]
+            dets.append(Detection(box=tuple(float(b) for b in box), score=sc, phrase=c["phrase"], extra={"seed": c}))
+        return dets
+
+    def refine(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None, polarity: int) -> np.ndarray:
+        """Step 5: Otsu threshold inside ``box`` (work resolution), the component overlapping ``seed``."""
+        from skimage.filters import threshold_otsu
+
+        x0, y0, x1, y1 = box
+        m = np.zeros_like(sm, bool)
+        crop = sm[y0:y1, x0:x1] * polarity
+        if crop.size < 9 or crop.std() < 1e-6:
+            return seed.copy() if seed is not None else m
+        bw = (crop <= threshold_otsu(crop)) & fov[y0:y1, x0:x1]
+        bw = ndimage.binary_opening(bw, iterations=1)
+        lab, n = ndimage.label(bw)
+        k = 0
+        if n and seed is not None:
+            overlap = np.bincount(lab[seed[y0:y1, x0:x1]].ravel(), minlength=n + 1)[1:]
+            k = int(np.argmax(overlap)) + 1 if overlap.max() > 0 else 0
+        elif n:
+            k = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+        if k:
+            m[y0:y1, x0:x1] = ndimage.binary_fill_holes(ndimage.binary_closing(lab == k, iterations=2))
+        if seed is not None and m.sum() < 0.3 * seed.sum():
+            m = seed.copy()
+        return m
+
+    def padded_box(self, box, shape) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = box
+        pw, ph = self.params.box_pad * (x1 - x0), self.params.box_pad * (y1 - y0)
+        return (max(0, int(x0 - pw)), max(0, int(y0 - ph)), min(shape[1], int(np.ceil(x1 + pw))),
+                min(shape[0], int(np.ceil(y1 + ph))))
+
+    def segment(self, image: np.ndarray, detections: list[Detection]) -> list[tuple[np.ndarray, float]]:
+        """One mask (input resolution) and a quality score per detection."""
+        _, sm, fov, s = self._prep(image)
+        H, W = image.shape[:2]
+        out = []
+        for d in detections:
+            seed = d.extra.get("seed", {}).get("region") if d.extra else None
+            x0, y0, x1, y1 = [int(round(v * s)) for v in d.box]
+            box = (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+            pol = -1 if parse_phrase(d.phrase).intensity == "bright" else 1
+            m = self.refine(sm, fov, box, seed, pol)
+            full = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((W, H), Image.BILINEAR)) > 127
+            out.append((full, d.score))
+        return out

@@ -1,0 +1,45 @@
+"""``busnb pseudo-label``: generate APPG pseudo-labels for a split into the cache and print their quality."""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pseudo-label", help="APPG pseudo-labels for a split (cached, resumable)")
+    p.add_argument("--dataset", default="phantom")
+    p.add_argument("--root")
+    p.add_argument("--backend", default="appearance", choices=["appearance", "gdino_sam"])
+    p.add_argument("--prompt", default=None, help="phrases separated by '.', default: the paper's three")
+    p.add_argument("--part", default="unlabeled", help="unlabeled | train | val | all")
+    p.add_argument("--ratio", type=float, default=2.5)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--min-fg", type=float, default=0.01)
+    p.add_argument("--box-policy", default="top1", choices=["top1", "union"])
+    p.add_argument("--box-threshold", type=float)
+    p.add_argument("--gdino", help="Grounding DINO hub id or local folder")
+    p.add_argument("--sam", help="SAM hub id, local folder, or segment-anything .pth")
+    p.add_argument("--limit", type=int, help="only this many images (a quick look)")
+    p.set_defaults(fn=run)
+
+
+def run(a) -> int:
+    from .. import splits as S
+    from ..data import load_dataset
+    from .pipeline import PseudoLabelConfig, area_filter_report, backend_from_name, generate, quality_summary, \
+        quality_table
+
+    samples = load_dataset(a.dataset, root=a.root)
+    if a.part == "all":
+        todo = samples
+    else:
+        sp = S.load_or_make(a.dataset, samples, seed=a.split_seed)
+        parts = S.subsets(samples, sp, a.ratio)
+        todo = parts[a.part] if a.part in parts else [s for s in samples if s.id in set(sp[a.part])]
+    kw = {k: v for k, v in {"gdino": a.gdino, "sam": a.sam}.items() if v}
+    backend = backend_from_name(a.backend, **kw)
+    cfg = PseudoLabelConfig(**{k: v for k, v in {"prompt": a.prompt, "min_fg": a.min_fg, "box_policy": a.box_policy,
+                                                 "box_threshold": a.box_threshold}.items() if v is not None})
+    labels = generate(todo, backend, cfg, a.dataset, limit=a.limit)
+    df = quality_table(labels, samples)
+    print(quality_summary(df).round(3).to_string())
+    print(area_filter_report(df, cfg.min_fg))
+    print(f"cache: {labels.folder}")
+    return 0

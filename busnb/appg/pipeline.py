@@ -1,0 +1,193 @@
+"""Run an APPG backend over images: boxes -> masks -> area filter -> resumable cache.
+
+Cache layout (one folder per dataset x backend x prompt x thresholds x weights)::
+
+    <cache>/pseudo/<dataset>/<backend>-<key>/
+        config.json          everything the key was made from
+        masks/<id>.png       the mask before the area filter (so the filter's effect can be studied)
+        records/<id>.json    prompt, box, score, area, kept, backend, seconds
+
+Each file is written atomically; a record is written last, so an interrupted run resumes
+at the first image without a record and never recomputes a finished one.
+The area filter (APPG): a mask whose foreground fraction is <= ``min_fg`` (1 %) is dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..atomic import atomic_path, write_json
+from ..data import load_pair, read_image
+from ..paths import cache_dir
+from ..prompts import PAPER_PROMPTS, to_gdino_text
+
+BOX_POLICIES = ("top1", "union")
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    prompt: str = ". ".join(PAPER_PROMPTS)
+    box_policy: str = "top1"          # top1: best box; union: all boxes above threshold, masks united
+    max_boxes: int = 3
+    min_fg: float = 0.01              # drop masks with foreground fraction <= min_fg
+    box_threshold: float | None = None  # None: the backend's default
+
+    def __post_init__(self):
+        if self.box_policy not in BOX_POLICIES:
+            raise ValueError(f"box_policy must be one of {BOX_POLICIES}")
+
+
+def cache_key(dataset: str, backend, cfg: PseudoLabelConfig) -> tuple[str, dict]:
+    spec = {"dataset": dataset, "prompt": to_gdino_text(cfg.prompt), **asdict(cfg), "backend": backend.id()}
+    spec["prompt"] = to_gdino_text(cfg.prompt)
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return key, spec
+
+
+def label_image(backend, image: np.ndarray, cfg: PseudoLabelConfig) -> tuple[np.ndarray, dict]:
+    """Pseudo-label of one image: (mask before the area filter, record)."""
+    if image.size == 0 or image.max() == image.min():
+        return np.zeros(image.shape[:2], bool), {"box": None, "score": 0.0, "n_boxes": 0, "phrase": None,
+                                                 "reason": "blank image"}
+    kw = {} if cfg.box_threshold is None else {"box_threshold": cfg.box_threshold}
+    dets = backend.detect(image, cfg.prompt, top_k=1 if cfg.box_policy == "top1" else cfg.max_boxes, **kw)
+    if not dets:
+        return np.zeros(image.shape[:2], bool), {"box": None, "score": 0.0, "n_boxes": 0, "phrase": None,
+                                                 "reason": "no box above threshold"}
+    masks = backend.segment(image, dets)
+    mask = np.logical_or.reduce([m for m, _ in masks])
+    return mask, {"box": [round(v, 1) for v in dets[0].box], "boxes": [[round(v, 1) for v in d.box] for d in dets],
+                  "score": float(dets[0].score), "mask_score": float(masks[0][1]), "n_boxes": len(dets),
+                  "phrase": dets[0].phrase}
+
+
+class PseudoLabels:
+    """A cache folder of pseudo-labels; ``mask(id)``, ``records``, ``kept_ids``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.config = json.loads((self.folder / "config.json").read_text())
+
+    @property
+    def records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.folder / "records").glob("*.json"))]
+
+    def kept_ids(self) -> list[str]:
+        return [r["id"] for r in self.records if r["kept"]]
+
+    def mask(self, sid: str) -> np.ndarray:
+        return np.asarray(Image.open(self.folder / "masks" / f"{_fname(sid)}.png")) > 0
+
+
+def _fname(sid: str) -> str:
+    return sid.replace("/", "__")
+
+
+def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dataset: str = "dataset",
+             root: str | Path | None = None, progress: bool = True, limit: int | None = None) -> PseudoLabels:
+    """Pseudo-label ``samples`` with ``backend`` into the cache (resuming a previous run)."""
+    from tqdm.auto import tqdm
+
+    key, spec = cache_key(dataset, backend, cfg)
+    folder = Path(root or cache_dir() / "pseudo") / dataset / f"{backend.name}-{key}"
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    (folder / "records").mkdir(exist_ok=True)
+    write_json(folder / "config.json", spec)
+    todo = [s for s in samples if not (folder / "records" / f"{_fname(s.id)}.json").is_file()][:limit]
+    bar = tqdm(todo, desc=f"pseudo-labels ({backend.name})", disable=not progress,
+               initial=len(samples) - len(todo) if limit is None else 0, total=len(samples) if limit is None else len(todo))
+    for s in bar:
+        t0 = time.time()
+        image = read_image(s.image)
+        mask, rec = label_image(backend, image, cfg)
+        area = float(mask.mean())
+        rec.update({"id": s.id, "class": s.cls, "prompt": to_gdino_text(cfg.prompt), "area": area,
+                    "kept": bool(area > cfg.min_fg), "backend": backend.name, "key": key,
+                    "seconds": round(time.time() - t0, 3)})
+        with atomic_path(folder / "masks" / f"{_fname(s.id)}.png") as tmp:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+        write_json(folder / "records" / f"{_fname(s.id)}.json", rec)
+    return PseudoLabels(folder)
+
+
+def quality_table(labels: PseudoLabels, samples):
+    """Per image: kept, area, Dice / IoU of the (unfiltered) pseudo-label with the ground truth, box hit."""
+    import pandas as pd
+
+    from ..metrics import dice_iou
+
+    by_id = {s.id: s for s in samples}
+    rows = []
+    for r in labels.records:
+        if r["id"] not in by_id:
+            continue
+        _, gt = load_pair(by_id[r["id"]])
+        d, j = dice_iou(labels.mask(r["id"]), gt)
+        hit = False
+        if r["box"] is not None and gt.any():
+            ys, xs = np.nonzero(gt)
+            x0, y0, x1, y1 = r["box"]
+            hit = bool(x0 <= xs.mean() <= x1 and y0 <= ys.mean() <= y1)
+        rows.append({"id": r["id"], "class": r["class"], "kept": r["kept"], "area": r["area"],
+                     "gt_area": float(gt.mean()), "dice": d, "iou": j, "box_hit": hit, "seconds": r["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def quality_summary(df) -> "pd.DataFrame":
+    """Per class and overall: images, keep rate, box hit rate, Dice of all masks and of kept masks."""
+    import pandas as pd
+
+    def agg(g):
+        kept = g[g["kept"]]
+        return pd.Series({"images": len(g), "keep_rate": g["kept"].mean(), "box_hit_rate": g["box_hit"].mean(),
+                          "dice_all": g["dice"].mean(), "dice_kept": kept["dice"].mean() if len(kept) else np.nan,
+                          "iou_kept": kept["iou"].mean() if len(kept) else np.nan,
+                          "seconds_per_image": g["seconds"].mean()})
+
+    parts = {c: agg(g) for c, g in df.groupby("class")}
+    parts["all"] = agg(df)
+    return pd.DataFrame(parts).T
+
+
+def area_filter_report(df, min_fg: float = 0.01) -> dict:
+    """What the area filter does on data with ground truth: how many it drops and how good they were."""
+    dropped = df[~df["kept"]]
+    return {"images": len(df), "dropped": int(len(dropped)),
+            "dropped_with_small_true_lesion": int((dropped["gt_area"] <= min_fg).sum()),
+            "dropped_mean_dice": float(dropped["dice"].mean()) if len(dropped) else float("nan"),
+            "true_lesions_at_most_min_fg": int((df["gt_area"] <= min_fg).sum()),
+            "kept_mean_dice": float(df[df["kept"]]["dice"].mean()) if df["kept"].any() else float("nan")}
+
+
+def compare_prompts(samples, backend, prompts: dict[str, tuple[str, ...]], dataset: str = "dataset",
+                    cfg: PseudoLabelConfig = PseudoLabelConfig(), progress: bool = True, root=None):
+    """One row per prompt: family, prompt, keep rate, box hit rate, Dice (all and kept)."""
+    import pandas as pd
+    from dataclasses import replace
+
+    rows = []
+    for family, phrases in prompts.items():
+        for phrase in phrases:
+            labels = generate(samples, backend, replace(cfg, prompt=phrase), dataset, root=root, progress=progress)
+            s = quality_summary(quality_table(labels, samples)).loc["all"]
+            rows.append({"family": family, "prompt": phrase, **s.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def backend_from_name(name: str, **kw):
+    """``appearance`` (no weights) or ``gdino_sam`` (kw: gdino, sam, box_threshold, ...)."""
+    if name == "appearance":
+        from .appearance import AppearanceBackend
+
+        return AppearanceBackend(**kw)
+    if name == "gdino_sam":
+        from .gdino_sam import GDinoSamBackend
+
+        return GDinoSamBackend(**kw)
+    raise ValueError(f"unknown backend {name!r}; choose 'appearance' or 'gdino_sam'")
