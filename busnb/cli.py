@@ -31,7 +31,9 @@ def cmd_train(a) -> int:
     from .paths import runs_dir
 
     prof = get_profile(a.profile, **_kv(a.set))
-    out = a.out or runs_dir() / "train" / f"{a.method}-{a.dataset or prof.dataset}-r{a.ratio:g}-s{a.seed}-{prof.name}"
+    from .experiment import run_name
+
+    out = a.out or runs_dir() / f"train-{prof.name}" / run_name(a.method, a.dataset or prof.dataset, a.ratio, a.seed)
     r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg))
     print(json.dumps(r["test"], indent=1))
     print(f"written to {out}")

@@ -1,15 +1,26 @@
-"""Training methods, selectable by name (``busnb run``, ``05_train.ipynb``)."""
+"""Training methods, selectable by name (``busnb run``, ``05_train.ipynb``), and named variants.
+
+A *variant* is a method plus options, e.g. the paper's ablation rows (``ABLATION``)."""
 from __future__ import annotations
 
 from .base import Method, Supervised
+from .dual_teacher import ABLATION, DualTeacher
 
-METHODS: dict[str, type[Method]] = {"supervised": Supervised}
+METHODS: dict[str, type[Method]] = {"supervised": Supervised, "dual_teacher": DualTeacher}
+
+# name -> (method, options); every ablation row plus the methods themselves with defaults
+VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION}
+
+# Variants that `busnb run` trains in 05_train.ipynb for every profile (ablation: -p variants '[...]').
+RUN_BY_DEFAULT = ("supervised", "+static", "dual_teacher")
 
 
 def build_method(name: str, make_net, **kwargs) -> Method:
+    if name in VARIANTS and name not in METHODS:
+        base, opts = VARIANTS[name]
+        if base == "supervised":
+            return Supervised(make_net)
+        return METHODS[base](make_net, **{**opts, **kwargs})
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(VARIANTS)}")
     return METHODS[name](make_net, **kwargs)
-
-# Methods that `busnb run` trains in 05_train.ipynb for every profile.
-RUN_BY_DEFAULT = ("supervised",)
