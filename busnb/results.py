@@ -38,3 +38,41 @@ def table(df, index=("dataset", "method"), columns="ratio", metric: str = "dice"
     out = agg.pivot(index=list(index), columns=columns, values="cell")
     out.columns = [f"{c:g} %" if isinstance(c, float) else str(c) for c in out.columns]
     return out
+
+
+ABLATION_ORDER = ("supervised", "baseline", "appg_static_teacher", "+static", "+dual_ema", "+uewf",
+                  "+patch_smoothing", "+aurcl", "dual_teacher")
+
+
+def ablation_table(df, metric: str = "dice", scale: float = 100.0):
+    """Rows in the paper's ablation order (variants present in ``df``), columns = labeled ratio."""
+    t = table(df, metric=metric, scale=scale)
+    if t.empty:
+        return t
+    order = {v: i for i, v in enumerate(ABLATION_ORDER)}
+    idx = sorted(t.index, key=lambda ix: (ix[0], order.get(ix[1], len(order)), ix[1]))
+    return t.loc[idx]
+
+
+def predictions_by_variant(df, profile, n_images: int = 4):
+    """(image, ground truth, prediction) for the same test images under every variant of the first
+    dataset / ratio / seed in ``df``, with titles; for the qualitative figure."""
+    import torch
+
+    from .data import load_pair
+    from .experiment import net_factory, prepare
+    from .train import predict_prob
+
+    first = df.iloc[0]
+    same = df[(df["dataset"] == first["dataset"]) & (df["ratio"] == first["ratio"]) & (df["seed"] == first["seed"])]
+    parts = prepare(profile, first["dataset"], first["ratio"], int(first["seed"]))
+    picks = parts["test"][:: max(1, len(parts["test"]) // n_images)][:n_images]
+    pairs = [load_pair(s) for s in picks]
+    rows, titles = [], []
+    for _, r in same.iterrows():
+        net = net_factory(profile)()
+        net.load_state_dict(torch.load(Path(r["path"]) / "best.pt", map_location="cpu", weights_only=False)["net"])
+        for s, (im, gt), pr in zip(picks, pairs, predict_prob(net, [p[0] for p in pairs], profile.image_size)):
+            rows.append((im, gt, pr > 0.5))
+            titles.append(f"{r['method']} · {s.id}")
+    return rows, titles

@@ -21,35 +21,38 @@ def notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def jobs(profile: str) -> list[tuple[str, str, dict]]:
-    """(notebook stem, output suffix, parameters) in execution order for a profile."""
+def jobs(profile: str, variants=None) -> list[tuple[str, str, dict]]:
+    """(notebook stem, output suffix, parameters) in execution order for a profile.
+
+    ``05_train`` runs once per variant x labeled ratio x seed of the profile; 03 and 04 train (or reuse)
+    the dual-teacher run of the first ratio and seed, which 05 then finds finished."""
+    from .experiment import run_name
+    from .methods import RUN_BY_DEFAULT
+
     prof = get_profile(profile)
     out = []
     for nb in notebooks():
         stem = nb.stem
         if stem.startswith("05_"):
-            for method in train_methods(profile):
+            for v in variants or RUN_BY_DEFAULT:
                 for ratio in prof.ratios:
                     for seed in prof.seeds:
-                        out.append((stem, f"-{method}-r{ratio:g}-s{seed}", {"method": method, "ratio": ratio, "seed": seed}))
+                        name = run_name(v, prof.dataset, ratio, seed)
+                        out.append((stem, f"-{name}", {"method": v, "ratio": ratio, "seed": seed}))
+        elif stem[:2] in ("02", "03", "04"):
+            out.append((stem, "", {"ratio": prof.ratios[0], **({} if stem.startswith("02") else {"seed": prof.seeds[0]})}))
         else:
             out.append((stem, "", {}))
     return out
 
 
-def train_methods(profile: str) -> list[str]:
-    from .methods import RUN_BY_DEFAULT
-
-    return list(RUN_BY_DEFAULT)
-
-
 def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extra: dict | None = None,
-                out: str | Path | None = None, progress: bool = True) -> Path:
+                out: str | Path | None = None, progress: bool = True, variants=None) -> Path:
     import papermill as pm
 
     run_dir = Path(out) if out else runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs(profile) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
+    todo = [j for j in jobs(profile, variants) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
     log = []
     for i, (stem, suffix, params) in enumerate(todo, 1):
         params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params, **(extra or {})}
