@@ -4,12 +4,25 @@ A *variant* is a method plus options, e.g. the paper's ablation rows (``ABLATION
 from __future__ import annotations
 
 from .base import Method, Supervised
+from .classic import BCP, CrossPseudoSupervision, MeanTeacher
 from .dual_teacher import ABLATION, DualTeacher
+from .dual_uncertainty import DualUncertainty
 
-METHODS: dict[str, type[Method]] = {"supervised": Supervised, "dual_teacher": DualTeacher}
+METHODS: dict[str, type[Method]] = {"supervised": Supervised, "dual_teacher": DualTeacher, "mean_teacher": MeanTeacher,
+                                    "cps": CrossPseudoSupervision, "bcp": BCP, "dual_uncertainty": DualUncertainty}
+
+# Ablation of the dual-network uncertainty-guided method: one switch off at a time
+DUAL_UNCERTAINTY_ABLATION = {
+    "dual_uncertainty-no_entropy_filter": ("dual_uncertainty", {"entropy_filter": False}),
+    "dual_uncertainty-no_kl_weighting": ("dual_uncertainty", {"kl_weighting": False}),
+    "dual_uncertainty-no_prototype": ("dual_uncertainty", {"prototype": False}),
+}
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults
-VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION}
+VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION}
+
+# The comparison of issue-5 baselines (07-style table in 06_results): `busnb run --variants ...`
+BASELINES = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty")
 
 # Variants that `busnb run` trains in 05_train.ipynb for every profile (ablation: -p variants '[...]').
 RUN_BY_DEFAULT = ("supervised", "+static", "dual_teacher")

@@ -48,3 +48,22 @@ class Supervised(Method):
     def loss(self, batch_l, batch_u, step):
         ls = self.supervised(batch_l)
         return ls, {"Ls": ls.detach()}
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int) -> None:
+    """theta_T <- a theta_T + (1 - a) theta_S with a = min(decay, (step + 1) / (step + 10)) (Tarvainen &
+    Valpola 2017: a short warm-up), buffers (BN statistics) copied from the student."""
+    a = min(decay, (step + 1) / (step + 10))
+    for pt, ps in zip(teacher.parameters(), student.parameters()):
+        pt.mul_(a).add_(ps.detach(), alpha=1 - a)
+    for bt, bs in zip(teacher.buffers(), student.buffers()):
+        bt.copy_(bs)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(-5 (1 - t)^2), t = step / length clipped to [0, 1] (Laine & Aila 2017)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return float(torch.exp(torch.tensor(-5.0 * (1 - t) ** 2)))

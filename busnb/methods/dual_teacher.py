@@ -20,7 +20,7 @@ import torch
 from .. import aurcl as A
 from .. import uewf as U
 from ..losses import bce_dice
-from .base import Method
+from .base import Method, ema_update
 
 
 class DualTeacher(Method):
@@ -134,14 +134,9 @@ class DualTeacher(Method):
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
-        """T^B <- a T^B + (1 - a) student (parameters); buffers (BN statistics) copied."""
-        if self.ema_teacher is None:
-            return
-        a = min(self.opts["ema_decay"], (step + 1) / (step + 10))  # short warm-up, as in Mean Teacher
-        for pt, ps in zip(self.ema_teacher.parameters(), self.student.parameters()):
-            pt.mul_(a).add_(ps.detach(), alpha=1 - a)
-        for bt, bs in zip(self.ema_teacher.buffers(), self.student.buffers()):
-            bt.copy_(bs)
+        """T^B <- EMA of the student (``ema_update``)."""
+        if self.ema_teacher is not None:
+            ema_update(self.ema_teacher, self.student, self.opts["ema_decay"], step)
 
 
 # Ablation rows of the paper, all from this class: name -> (method, kwargs)

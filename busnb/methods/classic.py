@@ -1,0 +1,173 @@
+"""Classic semi-supervised baselines as loss compositions in the one trainer.
+
+* Mean Teacher - Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017.
+* Cross Pseudo Supervision - Chen et al., "Semi-supervised semantic segmentation with cross
+  pseudo supervision", CVPR 2021.
+* BCP - Bai et al., "Bidirectional copy-paste for semi-supervised medical image segmentation",
+  CVPR 2023 (with its labeled copy-paste pre-training stage).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..losses import bce_dice
+from .base import Method, Supervised, ema_update, sigmoid_rampup
+
+
+class MeanTeacher(Method):
+    """L = L_s + w(t) * MSE(sigmoid(student(x_u + n)), sigmoid(teacher(x_u + n'))), teacher = EMA of student,
+    w(t) = lambda_u * sigmoid ramp-up; n, n' Gaussian input noise (sd ``noise``)."""
+
+    name = "mean_teacher"
+    needs_unlabeled = True
+
+    def __init__(self, make_net, lambda_u: float = 1.0, ema_decay: float = 0.99, noise: float = 0.05,
+                 rampup_steps: int = 1000):
+        super().__init__(make_net)
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def loss(self, batch_l, batch_u, step):
+        o = self.opts
+        x_u = batch_u["image"]
+        ls = self.supervised(batch_l)
+        p_s = torch.sigmoid(self.student(x_u + o["noise"] * torch.randn_like(x_u)).float())
+        with torch.no_grad():
+            p_t = torch.sigmoid(self.teacher(x_u + o["noise"] * torch.randn_like(x_u)).float())
+        lu = F.mse_loss(p_s, p_t)
+        w = o["lambda_u"] * sigmoid_rampup(step, o["rampup_steps"])
+        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach()}
+
+    def after_step(self, step):
+        ema_update(self.teacher, self.student, self.opts["ema_decay"], step)
+
+
+def cross_pseudo_loss(logits_1, logits_2, weight_1=None, weight_2=None):
+    """CPS: BCE of each network against the other's hard pseudo-label (optionally pixel-weighted)."""
+    y1 = (logits_1.detach() > 0).float()
+    y2 = (logits_2.detach() > 0).float()
+    l12 = _wbce(logits_1, y2, weight_2)
+    l21 = _wbce(logits_2, y1, weight_1)
+    return l12 + l21
+
+
+def _wbce(logits, target, weight=None):
+    l = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    if weight is None:
+        return l.mean()
+    return (weight * l).sum() / weight.numel()
+
+
+class CrossPseudoSupervision(Method):
+    """Two networks of different initialisation: L = L_s(1) + L_s(2) + lambda_u * CPS(1, 2) on unlabeled."""
+
+    name = "cps"
+    needs_unlabeled = True
+
+    def __init__(self, make_net, lambda_u: float = 1.0, rampup_steps: int = 1000):
+        super().__init__(make_net)
+        self.second = make_net()  # independent random initialisation
+        self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps)
+
+    def trainable(self):
+        return list(self.student.parameters()) + list(self.second.parameters())
+
+    def loss(self, batch_l, batch_u, step):
+        x = torch.cat([batch_l["image"], batch_u["image"]])
+        n = len(batch_l["image"])
+        o1, o2 = self.student(x), self.second(x)
+        ls = bce_dice(o1[:n], batch_l["mask"]) + bce_dice(o2[:n], batch_l["mask"])
+        lu = cross_pseudo_loss(o1[n:], o2[n:])
+        w = self.opts["lambda_u"] * sigmoid_rampup(step, self.opts["rampup_steps"])
+        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach()}
+
+
+def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) -> torch.Tensor:
+    """BCP's zero-centred mask M: (B, 1, H, W) with a random ``ratio``-sized rectangle set to 1."""
+    b, _, h, w = shape
+    mh, mw = int(h * ratio), int(w * ratio)
+    m = torch.zeros(shape, device=device)
+    ys = torch.randint(0, h - mh + 1, (b,), generator=generator)
+    xs = torch.randint(0, w - mw + 1, (b,), generator=generator)
+    for i in range(b):
+        m[i, :, ys[i]: ys[i] + mh, xs[i]: xs[i] + mw] = 1
+    return m
+
+
+class BCPPretrain(Method):
+    """BCP stage 1: supervised with copy-paste between labeled images: x = x_a M + x_b (1-M), y likewise."""
+
+    name = "bcp_pretrain"
+
+    def loss(self, batch_l, batch_u, step):
+        x, y = batch_l["image"], batch_l["mask"]
+        m = copy_paste_mask(x.shape, device=x.device)
+        perm = torch.roll(torch.arange(len(x)), 1)
+        xm, ym = x * m + x[perm] * (1 - m), y * m + y[perm] * (1 - m)
+        ls = bce_dice(self.student(xm), ym)
+        return ls, {"Ls": ls.detach()}
+
+
+class BCP(Method):
+    """BCP stage 2 (Eq. 5-8 of Bai et al.): teacher = EMA of the student, both initialised from the pre-trained net;
+    X_in = x_l M + x_u (1-M), X_out = x_u M + x_l (1-M); targets mix ground truth and the teacher's hard
+    pseudo-labels the same way; the unlabeled part of each loss is weighted by ``alpha`` (0.5)."""
+
+    name = "bcp"
+    needs_unlabeled = True
+
+    def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99):
+        super().__init__(make_net)
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.opts = dict(alpha=alpha, ema_decay=ema_decay)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True) -> None:
+        """Pre-training stage on the labeled images (copy-paste among them), then teacher = student."""
+        from ..data.tensors import SegArrays
+        from ..experiment import train_config
+        from ..train import Trainer
+
+        pre_dir = Path(out_dir).parent / "_teachers" / f"bcp_pretrain-{parts['dataset']}-r{parts['ratio']:g}-s{seed}"
+        size = profile.image_size
+        pre = BCPPretrain(lambda: self.student)
+        tc = train_config(profile, seed, len(parts["labeled"]) + len(parts["unlabeled"]), progress=progress)
+        tr = Trainer(pre, tc, SegArrays(parts["labeled"], size), SegArrays(parts["val"], size), None, pre_dir)
+        tr.fit()
+        tr.load_best()
+        self.teacher.load_state_dict(self.student.state_dict())
+
+    def loss(self, batch_l, batch_u, step):
+        a = self.opts["alpha"]
+        x_l, y_l, x_u = batch_l["image"], batch_l["mask"], batch_u["image"]
+        with torch.no_grad():
+            y_u = (self.teacher(x_u).float() > 0).float()
+        m = copy_paste_mask(x_l.shape, device=x_l.device)
+        x_in, y_in = x_l * m + x_u * (1 - m), y_l * m + y_u * (1 - m)
+        x_out, y_out = x_u * m + x_l * (1 - m), y_u * m + y_l * (1 - m)
+        w_in = m + a * (1 - m)      # labeled region weight 1, unlabeled region alpha
+        w_out = a * m + (1 - m)
+        o = self.student(torch.cat([x_in, x_out]))
+        n = len(x_l)
+        l_in, l_out = bce_dice(o[:n], y_in, w_in), bce_dice(o[n:], y_out, w_out)
+        return l_in + l_out, {"L_in": l_in.detach(), "L_out": l_out.detach()}
+
+    def after_step(self, step):
+        ema_update(self.teacher, self.student, self.opts["ema_decay"], step)
+
+
+__all__ = ["MeanTeacher", "CrossPseudoSupervision", "BCP", "BCPPretrain", "Supervised", "copy_paste_mask",
+           "cross_pseudo_loss"]
