@@ -72,6 +72,9 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
     out = Path(out_dir)
     size = profile.image_size
     m = build_method(method, net_factory(profile), **(method_kwargs or {}))
+    if m.needs_unlabeled and not parts["unlabeled"]:
+        raise ValueError(f"'{method}' is semi-supervised but ratio {ratio:g} % leaves no unlabeled images; "
+                         "train 'supervised' for the fully supervised upper bound.")
     labeled = SegArrays(parts["labeled"], size, progress=progress)
     val = SegArrays(parts["val"], size, progress=progress)
     unlabeled = SegArrays(parts["unlabeled"], size, progress=progress) if m.needs_unlabeled else None

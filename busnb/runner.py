@@ -36,6 +36,8 @@ def jobs(profile: str, variants=None) -> list[tuple[str, str, dict]]:
         if stem.startswith("05_"):
             for v in variants or RUN_BY_DEFAULT:
                 for ratio in prof.ratios:
+                    if ratio >= 100 and not _supervised_only(v):
+                        continue  # 100 % labeled: no unlabeled pool, only the supervised upper bound
                     for seed in prof.seeds:
                         name = run_name(v, prof.dataset, ratio, seed)
                         out.append((stem, f"-{name}", {"method": v, "ratio": ratio, "seed": seed}))
@@ -44,6 +46,12 @@ def jobs(profile: str, variants=None) -> list[tuple[str, str, dict]]:
         else:
             out.append((stem, "", {}))
     return out
+
+
+def _supervised_only(variant: str) -> bool:
+    from .methods import VARIANTS
+
+    return VARIANTS.get(variant, (variant, {}))[0] == "supervised"
 
 
 def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extra: dict | None = None,

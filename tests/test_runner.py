@@ -11,3 +11,10 @@ def test_runner_writes_run_folder(tmp_path):
     params = json.loads((out / "params.json").read_text())
     assert params[0]["parameters"]["profile"] == "smoke"
     assert (out / "06_results.ipynb").is_file() and (out / "results.json").is_file()
+
+
+def test_jobs_skip_semi_supervised_variants_at_full_labels():
+    from busnb.runner import jobs
+
+    j = [p for stem, _, p in jobs("cpu", ["supervised", "dual_teacher"]) if stem.startswith("05_")]
+    assert {(p["method"], p["ratio"]) for p in j} == {("supervised", 2.5), ("supervised", 100.0), ("dual_teacher", 2.5)}
