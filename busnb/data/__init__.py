@@ -1,0 +1,62 @@
+"""Dataset readers. Every reader returns a list of :class:`Sample`.
+
+>>> samples = load_dataset("phantom")             # embedded default, generated on first use
+>>> samples = load_dataset("busi")                # finds BUSI (see busnb.paths.find_dataset_root)
+>>> samples = load_dataset("folder", root="my_data")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..paths import find_dataset_root
+from .busbra import load_busbra
+from .busi import load_busi
+from .duplicates import assign_groups, find_duplicates
+from .folder import load_folder
+from .io import DataError, load_pair, read_image, read_mask, read_union_mask
+from .phantom import PhantomConfig, load_phantom
+from .record import Sample
+from .udiat import load_udiat
+
+DATASETS = ("phantom", "busi", "busi_with_normal", "busbra", "udiat", "folder")
+
+__all__ = ["DATASETS", "DataError", "PhantomConfig", "Sample", "dataset_root", "load_dataset",
+           "load_pair", "read_image", "read_mask", "read_union_mask", "find_duplicates"]
+
+
+def dataset_root(name: str, root: str | Path | None = None) -> Path:
+    """Explicit ``root``, else the first known location; a clear error if none exists."""
+    if root is not None:
+        return Path(root)
+    found = find_dataset_root(name.replace("_with_normal", ""))
+    if found is None:
+        raise DataError(
+            f"dataset '{name}' not found. Fix: download it, then pass root=... or set "
+            f"BUSNB_{name.replace('_with_normal', '').upper()}_ROOT (or place it under data/, see README 'Datasets')."
+        )
+    return found
+
+
+def load_dataset(name: str, root: str | Path | None = None, dedup: bool = True,
+                 phantom: PhantomConfig | None = None, dedup_threshold: float = 0.99) -> list[Sample]:
+    """Samples of a named dataset with duplicate groups assigned (``dedup``)."""
+    if name == "phantom":
+        samples = load_phantom(root, phantom or PhantomConfig())
+    elif name in ("busi", "busi_with_normal"):
+        samples = load_busi(dataset_root(name, root), include_normal=name == "busi_with_normal")
+    elif name == "busbra":
+        samples = load_busbra(dataset_root(name, root))
+    elif name == "udiat":
+        samples = load_udiat(dataset_root(name, root))
+    elif name == "folder":
+        if root is None:
+            raise DataError("dataset 'folder' needs root=<folder with images/ and masks/>.")
+        samples = load_folder(root)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if dedup and name != "phantom":
+        samples = assign_groups(samples, find_duplicates(samples, threshold=dedup_threshold))
+    return samples
+
+
+

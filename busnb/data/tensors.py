@@ -1,0 +1,50 @@
+"""In-memory tensors for training: every image resized once to the training size."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .io import load_pair
+from .record import Sample
+
+
+def resize_pair(img: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image bilinear, mask nearest, both to ``size`` x ``size`` (the paper resizes without cropping)."""
+    im = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    if mask is None:
+        return im, None
+    return im, np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+
+
+class SegArrays(torch.utils.data.Dataset):
+    """Images (N,1,S,S) float in [0,1] and masks (N,1,S,S) float {0,1}, held in memory.
+
+    ``targets`` optionally replaces the ground truth of some images (e.g. by pseudo-labels), as a
+    dict id -> bool mask at the image's size; ``index`` of each item is returned so losses can look up per-sample data.
+    """
+
+    def __init__(self, samples: list[Sample], size: int, targets: dict | None = None, progress: bool = False):
+        from tqdm.auto import tqdm
+
+        self.samples, self.size = list(samples), size
+        n = len(self.samples)
+        self.images = torch.empty(n, 1, size, size, dtype=torch.uint8)
+        self.masks = torch.empty(n, 1, size, size, dtype=torch.bool)
+        for i, s in enumerate(tqdm(self.samples, desc=f"load {size}px", disable=not progress)):
+            img, mask = load_pair(s)
+            if targets is not None and s.id in targets:
+                mask = targets[s.id]
+            im, m = resize_pair(img, mask, size)
+            self.images[i, 0] = torch.from_numpy(im.copy())
+            self.masks[i, 0] = torch.from_numpy(m.copy())
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        return {"image": self.images[i].float() / 255.0, "mask": self.masks[i].float(), "index": i}
+
+    def batch(self, idx) -> dict:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return {"image": self.images[idx].float() / 255.0, "mask": self.masks[idx].float(), "index": idx}
