@@ -134,8 +134,9 @@ class Trainer:
                 self.scaler.step(self.opt)
                 self.scaler.update()
                 self.method.after_step(step)
-                for k, v in {"loss": loss.detach(), **terms}.items():
-                    logs[k] = logs.get(k, 0.0) + float(v) / self.steps
+                for k, v in {"loss": loss.detach(), **terms}.items():  # summed on device: no sync per step
+                    logs[k] = logs.get(k, 0.0) + v.detach().float()
+            logs = {k: float(v) / self.steps for k, v in logs.items()}
             val = self.validate()
             self.sched.step(val)
             self.epoch = epoch + 1
