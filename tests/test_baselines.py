@@ -87,3 +87,21 @@ def test_prototype_term():
     assert good.item() < 0.01 and bad.item() > 5.0
     none = prototype_loss(feats, pseudo, torch.zeros_like(reliable))
     assert none.item() == 0.0 and torch.isfinite(none)
+
+
+def test_bcp_pretraining_stage_runs_and_initialises_the_teacher(tmp_path):
+    """BCP's prepare(): copy-paste pre-training through the same trainer, then teacher = pre-trained student."""
+    from busnb.config import get_profile
+    from busnb.experiment import load_trained, run_experiment
+
+    prof = get_profile("smoke", epochs=1, steps_per_epoch=2)
+    r = run_experiment(prof, "bcp", out_dir=tmp_path / "train" / "bcp", progress=False)
+    assert (tmp_path / "train" / "_teachers").is_dir() and r["test"]["n"] > 0
+    pre = sorted((tmp_path / "train" / "_teachers").glob("bcp_pretrain-*"))
+    assert pre and (pre[0] / "best.pt").is_file()
+    import json
+
+    hist = json.loads((pre[0] / "history.json").read_text())
+    assert len(hist) == 1 and "Ls" in hist[0]  # the copy-paste pre-training ran through the trainer
+    m = load_trained(tmp_path / "train" / "bcp", prof, "bcp")
+    assert any(k.startswith("teacher.") for k in m.state_dict())
