@@ -45,7 +45,9 @@ def cmd_splits(a) -> int:
     from .data import load_dataset
 
     samples = load_dataset(a.dataset, root=a.root)
-    name = a.dataset if a.root is None else f"{a.dataset}-{a.name or 'custom'}"
+    from pathlib import Path
+
+    name = a.dataset if a.root is None else f"{a.dataset}-{Path(a.root).name}"  # as experiment.prepare names it
     for seed in a.seeds:
         path = S.split_dir(name, seed)
         if a.verify:
@@ -86,7 +88,6 @@ def main(argv=None) -> int:
     s = sub.add_parser("splits", help="write or verify split files")
     s.add_argument("--dataset", default="busi")
     s.add_argument("--root")
-    s.add_argument("--name", help="split folder suffix for --root datasets")
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     s.add_argument("--val-frac", type=float, default=0.1)
     s.add_argument("--test-frac", type=float, default=0.2)
