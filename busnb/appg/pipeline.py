@@ -44,8 +44,7 @@ class PseudoLabelConfig:
 
 
 def cache_key(dataset: str, backend, cfg: PseudoLabelConfig) -> tuple[str, dict]:
-    spec = {"dataset": dataset, "prompt": to_gdino_text(cfg.prompt), **asdict(cfg), "backend": backend.id()}
-    spec["prompt"] = to_gdino_text(cfg.prompt)
+    spec = {"dataset": dataset, **asdict(cfg), "prompt": to_gdino_text(cfg.prompt), "backend": backend.id()}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return key, spec
 
