@@ -79,7 +79,8 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
     val = SegArrays(parts["val"], size, progress=progress)
     unlabeled = SegArrays(parts["unlabeled"], size, progress=progress) if m.needs_unlabeled else None
     if hasattr(m, "prepare"):
-        m.prepare(parts=parts, profile=profile, seed=seed, out_dir=out, progress=progress)
+        m.prepare(parts=parts, profile=profile, seed=seed, out_dir=out, progress=progress,
+                  arrays={"labeled": labeled, "val": val})
     n_train = len(parts["labeled"]) + len(parts["unlabeled"])
     trainer = Trainer(m, train_config(profile, seed, n_train, progress=progress), labeled, val, unlabeled, out)
     fit = trainer.fit()

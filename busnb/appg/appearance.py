@@ -26,6 +26,7 @@ never on its test split; see ``AppearanceParams`` and the README.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -145,12 +146,20 @@ class AppearanceBackend:
 
     def __init__(self, params: AppearanceParams | None = None, **overrides):
         self.params = params or AppearanceParams(**overrides)
+        self._last = None  # (image hash, preprocessing) of the last image seen
 
     def id(self) -> dict:
         return {"backend": self.name, **self.params.to_dict()}
 
     # -- shared preprocessing -------------------------------------------------
     def _prep(self, image: np.ndarray):
+        """Steps 1-2 for one image, memoised for the last image: ``detect`` and ``segment`` share it."""
+        key = hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._compute_prep(image))
+        return self._last[1]
+
+    def _compute_prep(self, image: np.ndarray):
         p = self.params
         if image.ndim == 3:
             image = np.asarray(Image.fromarray(image).convert("L"))

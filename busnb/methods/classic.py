@@ -135,7 +135,7 @@ class BCP(Method):
         self.teacher.eval()
         return self
 
-    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True) -> None:
+    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True, arrays: dict | None = None) -> None:
         """Pre-training stage on the labeled images (copy-paste among them), then teacher = student."""
         from ..data.tensors import SegArrays
         from ..experiment import train_config
@@ -145,7 +145,10 @@ class BCP(Method):
         size = profile.image_size
         pre = BCPPretrain(lambda: self.student)
         tc = train_config(profile, seed, len(parts["labeled"]) + len(parts["unlabeled"]), progress=progress)
-        tr = Trainer(pre, tc, SegArrays(parts["labeled"], size), SegArrays(parts["val"], size), None, pre_dir)
+        arrays = arrays or {}
+        labeled = arrays.get("labeled") or SegArrays(parts["labeled"], size)
+        val = arrays.get("val") or SegArrays(parts["val"], size)
+        tr = Trainer(pre, tc, labeled, val, None, pre_dir)
         tr.fit()
         tr.load_best()
         self.teacher.load_state_dict(self.student.state_dict())

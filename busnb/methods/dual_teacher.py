@@ -60,7 +60,7 @@ class DualTeacher(Method):
         return self
 
     # -- stage 1 --------------------------------------------------------------
-    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True) -> None:
+    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True, arrays: dict | None = None) -> None:
         """Train (or load) the static teacher on labeled + APPG pseudo-labels, then freeze it."""
         if self.static_teacher is None:
             return
@@ -82,7 +82,7 @@ class DualTeacher(Method):
         size = profile.image_size
         train_set = SegArrays(parts["labeled"] + pseudo, size, targets=targets,
                               progress=progress)
-        val = SegArrays(parts["val"], size, progress=progress)
+        val = (arrays or {}).get("val") or SegArrays(parts["val"], size, progress=progress)
         self.static_teacher.requires_grad_(True)
         stage1 = Supervised(lambda: self.static_teacher)
         tc = train_config(profile, seed, len(parts["labeled"]) + len(parts["unlabeled"]), progress=progress)
