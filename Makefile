@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.busnb-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test venv run-cpu run-gpu strip clean
+.PHONY: demo test venv run-cpu run-gpu baselines-cpu strip clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ run-cpu: $(STAMP)
 
 run-gpu: $(STAMP)
 	$(BIN)/busnb run --profile gpu
+
+# the README's baseline comparison on BUSI (hours on 2 CPU cores): one table per labeled ratio
+baselines-cpu: $(STAMP)
+	$(BIN)/busnb run --profile cpu --notebooks 05 06 --variants baselines dual_teacher --ratios 2.5 10 --seeds 0
 
 # strip outputs before committing notebooks
 strip: $(STAMP)

@@ -20,7 +20,8 @@ def _kv(items) -> dict:
 def cmd_run(a) -> int:
     from .runner import run_profile
 
-    run_dir = run_profile(a.profile, notebooks=a.notebooks, extra=_kv(a.param), out=a.out, variants=a.variants)
+    run_dir = run_profile(a.profile, notebooks=a.notebooks, extra=_kv(a.param), out=a.out, variants=a.variants,
+                          ratios=a.ratios, seeds=a.seeds)
     print(f"\nResults: {run_dir}\n  metrics: {run_dir}/results.json\n  figures: {run_dir}/figures (copied to figures/)")
     return 0
 
@@ -70,7 +71,9 @@ def main(argv=None) -> int:
     r.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value (JSON value)")
     r.add_argument("--out", help="run folder (default runs/<timestamp>-<profile>)")
     r.add_argument("--variants", nargs="+", help="variants trained by 05_train (default: supervised +static "
-                   "dual_teacher; the full ablation: baseline +static +dual_ema +uewf +patch_smoothing +aurcl)")
+                   "dual_teacher); groups: baselines, ablation, dual_uncertainty_ablation, default")
+    r.add_argument("--ratios", type=float, nargs="+", help="labeled ratios (default: the profile's)")
+    r.add_argument("--seeds", type=int, nargs="+", help="split/training seeds (default: the profile's)")
     r.set_defaults(fn=cmd_run)
 
     t = sub.add_parser("train", help="train and test one method on one split")

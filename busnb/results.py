@@ -54,6 +54,43 @@ def ablation_table(df, metric: str = "dice", scale: float = 100.0):
     return t.loc[idx]
 
 
+COMPARISON_ORDER = ("supervised", "baseline", "mean_teacher", "cps", "bcp", "dual_uncertainty",
+                    "appg_static_teacher", "+static", "dual_teacher")
+
+
+def _mean_std(values, scale: float, digits: int) -> str:
+    import numpy as np
+
+    v = np.asarray([x for x in values if x == x], dtype=float) * scale  # NaN (e.g. HD95 policy) left out
+    if v.size == 0:
+        return "n/a"
+    s = f"{v.mean():.{digits}f}"
+    return s + (f" ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else "")
+
+
+def comparison_tables(df, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):
+    """One table per (dataset, labeled ratio): a row per method, test metrics as 'mean ± std' over
+    seeds (sample std, ddof=1; a single seed shows the value alone), plus the number of seeds and
+    which ones. Methods in ``COMPARISON_ORDER``, then any others alphabetically."""
+    import pandas as pd
+
+    out = {}
+    if df.empty:
+        return out
+    order = {v: i for i, v in enumerate(COMPARISON_ORDER)}
+    for (dataset, ratio), g in df.groupby(["dataset", "ratio"], sort=True):
+        rows = []
+        for method, gm in sorted(g.groupby("method"), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+            row = {"method": method}
+            for m, scale, digits in metrics:
+                row[m] = _mean_std(gm[m], scale, digits)
+            row["seeds"] = ",".join(str(int(x)) for x in sorted(gm["seed"]))
+            row["n"] = len(gm)
+            rows.append(row)
+        out[(dataset, float(ratio))] = pd.DataFrame(rows).set_index("method")
+    return out
+
+
 def predictions_by_variant(df, profile, n_images: int = 4):
     """(image, ground truth, prediction) for the same test images under every variant of the first
     dataset / ratio / seed in ``df``, with titles; for the qualitative figure."""

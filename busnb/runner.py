@@ -21,28 +21,31 @@ def notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def jobs(profile: str, variants=None) -> list[tuple[str, str, dict]]:
-    """(notebook stem, output suffix, parameters) in execution order for a profile.
+def jobs(profile: str, variants=None, ratios=None, seeds=None) -> list[tuple[str, str, dict]]:
+    """(notebook stem, output suffix, parameters) in execution order for a profile; ``ratios`` and
+    ``seeds`` replace the profile's lists, ``variants`` may name groups (``busnb.methods.GROUPS``).
 
     ``05_train`` runs once per variant x labeled ratio x seed of the profile; 03 and 04 train (or reuse)
     the dual-teacher run of the first ratio and seed, which 05 then finds finished."""
     from .experiment import run_name
-    from .methods import RUN_BY_DEFAULT
+    from .methods import RUN_BY_DEFAULT, expand_variants
 
     prof = get_profile(profile)
+    ratios = [float(r) for r in (ratios or prof.ratios)]
+    seeds = [int(s) for s in (seeds or prof.seeds)]
     out = []
     for nb in notebooks():
         stem = nb.stem
         if stem.startswith("05_"):
-            for v in variants or RUN_BY_DEFAULT:
-                for ratio in prof.ratios:
+            for v in expand_variants(variants or RUN_BY_DEFAULT):
+                for ratio in ratios:
                     if ratio >= 100 and not _supervised_only(v):
                         continue  # 100 % labeled: no unlabeled pool, only the supervised upper bound
-                    for seed in prof.seeds:
+                    for seed in seeds:
                         name = run_name(v, prof.dataset, ratio, seed)
                         out.append((stem, f"-{name}", {"method": v, "ratio": ratio, "seed": seed}))
         elif stem[:2] in ("02", "03", "04"):
-            out.append((stem, "", {"ratio": prof.ratios[0], **({} if stem.startswith("02") else {"seed": prof.seeds[0]})}))
+            out.append((stem, "", {"ratio": ratios[0], **({} if stem.startswith("02") else {"seed": seeds[0]})}))
         else:
             out.append((stem, "", {}))
     return out
@@ -55,12 +58,13 @@ def _supervised_only(variant: str) -> bool:
 
 
 def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extra: dict | None = None,
-                out: str | Path | None = None, progress: bool = True, variants=None) -> Path:
+                out: str | Path | None = None, progress: bool = True, variants=None, ratios=None,
+                seeds=None) -> Path:
     import papermill as pm
 
     run_dir = Path(out) if out else runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs(profile, variants) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
+    todo = [j for j in jobs(profile, variants, ratios, seeds) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
     log = []
     for i, (stem, suffix, params) in enumerate(todo, 1):
         params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params, **(extra or {})}

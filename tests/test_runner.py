@@ -18,3 +18,13 @@ def test_jobs_skip_semi_supervised_variants_at_full_labels():
 
     j = [p for stem, _, p in jobs("cpu", ["supervised", "dual_teacher"]) if stem.startswith("05_")]
     assert {(p["method"], p["ratio"]) for p in j} == {("supervised", 2.5), ("supervised", 100.0), ("dual_teacher", 2.5)}
+
+
+def test_jobs_take_groups_ratios_and_seeds():
+    from busnb.methods import BASELINES
+    from busnb.runner import jobs
+
+    j = [p for stem, _, p in jobs("cpu", ["baselines"], ratios=[2.5, 10], seeds=[1]) if stem.startswith("05_")]
+    assert [p["method"] for p in j[:2]] == ["supervised", "supervised"]
+    assert {p["method"] for p in j} == set(BASELINES) and {p["seed"] for p in j} == {1}
+    assert len(j) == 2 * len(BASELINES)

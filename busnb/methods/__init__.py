@@ -27,6 +27,27 @@ BASELINES = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty")
 # Variants that `busnb run` trains in 05_train.ipynb for every profile (ablation: -p variants '[...]').
 RUN_BY_DEFAULT = ("supervised", "+static", "dual_teacher")
 
+# Names that stand for several variants on the command line (`busnb run --variants baselines`).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "default": RUN_BY_DEFAULT,
+    "baselines": BASELINES,
+    "ablation": tuple(ABLATION),
+    "dual_uncertainty_ablation": ("dual_uncertainty", *DUAL_UNCERTAINTY_ABLATION),
+}
+
+
+def expand_variants(names) -> tuple[str, ...]:
+    """Variant names with group names (``GROUPS``) expanded, order kept, duplicates dropped;
+    an unknown name raises ValueError listing the valid ones."""
+    out: list[str] = []
+    for n in names:
+        for v in GROUPS.get(n, (n,)):
+            if v not in VARIANTS:
+                raise ValueError(f"unknown variant {v!r}; choose from {sorted(VARIANTS)} or a group {sorted(GROUPS)}")
+            if v not in out:
+                out.append(v)
+    return tuple(out)
+
 
 def build_method(name: str, make_net, **kwargs) -> Method:
     if name in VARIANTS and name not in METHODS:

@@ -16,7 +16,8 @@ Two networks of different initialisation are trained together. On unlabeled imag
   reliable pixel in the batch skips the term (loss 0).
 
 L = L_s(net 1) + L_s(net 2) + lambda_u * sum of weighted CPS terms + lambda_c * (prototype terms).
-Each of ``entropy_filter``, ``kl_weight``, ``prototype`` is a switch for ablation. Net 1 is evaluated.
+Each of ``entropy_filter``, ``kl_weighting``, ``prototype`` is a switch for ablation (variants
+``dual_uncertainty-no_entropy_filter`` etc.). Net 1 is evaluated.
 """
 from __future__ import annotations
 
