@@ -66,10 +66,39 @@ def test_kl_weight_and_entropy_filter():
 def test_cross_pseudo_loss_targets_are_the_other_networks_hard_labels():
     l1 = torch.tensor([[4.0, -4.0]])
     l2 = torch.tensor([[4.0, 4.0]])
-    loss = cross_pseudo_loss(l1, l2)
+    loss = cross_pseudo_loss(l1, l2, dice=False)
     # net 1 learns [1, 1] (second pixel wrong: high loss), net 2 learns [1, 0] (second pixel wrong: high loss)
     assert loss.item() > 2.0
-    assert cross_pseudo_loss(l1, l1.clone()).item() < 0.05
+    assert cross_pseudo_loss(l1, l1.clone(), dice=False).item() < 0.05
+
+
+def test_cross_pseudo_dice_term_counts_a_small_lesion():
+    """A network predicting all background against the other's 2-pixel lesion in 100 pixels: BCE alone
+    barely notices (mean over 100 pixels), the Dice term adds ~1; weight 0 on those pixels removes both."""
+    from busnb.losses import dice_loss
+
+    l1 = torch.full((1, 1, 10, 10), -6.0)           # net 1: background everywhere (confident)
+    l2 = torch.full((1, 1, 10, 10), -6.0)
+    l2[0, 0, 0, :2] = 6.0                           # net 2: a 2-pixel lesion
+    bce_only = cross_pseudo_loss(l1, l2, dice=False)
+    both = cross_pseudo_loss(l1, l2, dice=True)
+    y2 = (l2 > 0).float()
+    expected_dice_12 = dice_loss(l1, y2).item()
+    q = torch.sigmoid(torch.tensor(-6.0)).item()    # smooth 1: 1 - (2 * 2q + 1) / (100 q + 2 + 1)
+    assert bce_only.item() < 0.3
+    assert expected_dice_12 == pytest.approx(1 - (4 * q + 1) / (100 * q + 3), rel=1e-5) and expected_dice_12 > 0.65
+    assert both.item() == pytest.approx(bce_only.item() + expected_dice_12 + dice_loss(l2, (l1 > 0).float()).item(), rel=1e-5)
+    w = torch.ones_like(l2)
+    w[0, 0, 0, :2] = 0.0                            # e.g. the entropy filter removed net 2's lesion pixels
+    # net 2 learning from net 1 switched off (weight_1 = 0): left is net 1 vs net 2's background only
+    filtered = cross_pseudo_loss(l1, l2, weight_1=torch.zeros_like(l1), weight_2=w, dice=True)
+    assert filtered.item() == pytest.approx(98 / 100 * -math.log(1 - q) + 1 - 1 / (98 * q + 1), rel=1e-4)
+    assert filtered.item() < 0.3 < both.item()
+
+
+def test_pseudo_loss_option_is_checked():
+    with pytest.raises(ValueError, match="pseudo_loss"):
+        build_method("cps", TINY, pseudo_loss="dice")
 
 
 def test_prototype_term():

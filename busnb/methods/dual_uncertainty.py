@@ -2,7 +2,8 @@
 
 Two networks of different initialisation are trained together. On unlabeled images (Eq. numbers ours):
 
-* (U1) cross pseudo supervision: each network learns the other's hard pseudo-label (Chen et al. 2021);
+* (U1) cross pseudo supervision: each network learns the other's hard pseudo-label (Chen et al. 2021),
+  pixel-weighted BCE + Dice (``pseudo_loss="bce_dice"``; "bce" alone collapsed to empty masks on BUSI);
 * (U2) entropy filter: a pixel whose binary entropy under the *supervising* network exceeds
   ``entropy_threshold`` (default 0.75 ln 2 nats) does not supervise;
 * (U3) KL weighting: each pixel's pseudo-label loss is weighted by w = exp(-D), with D the symmetric
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from ..losses import bce_dice
 from ..uewf import entropy_map
 from .base import Method, sigmoid_rampup
+from .classic import cross_pseudo_loss
 
 
 def symmetric_kl(p1: torch.Tensor, p2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -77,12 +79,14 @@ class DualUncertainty(Method):
 
     def __init__(self, make_net, entropy_filter: bool = True, kl_weighting: bool = True, prototype: bool = True,
                  entropy_threshold: float = 0.75 * math.log(2), lambda_u: float = 1.0, lambda_c: float = 0.1,
-                 temperature: float = 0.1, rampup_steps: int = 1000):
+                 temperature: float = 0.1, rampup_steps: int = 1000, pseudo_loss: str = "bce_dice"):
         super().__init__(make_net)
+        if pseudo_loss not in ("bce", "bce_dice"):
+            raise ValueError(f"pseudo_loss must be 'bce' or 'bce_dice', not {pseudo_loss!r}")
         self.second = make_net()
         self.opts = dict(entropy_filter=entropy_filter, kl_weighting=kl_weighting, prototype=prototype,
                          entropy_threshold=entropy_threshold, lambda_u=lambda_u, lambda_c=lambda_c,
-                         temperature=temperature, rampup_steps=rampup_steps)
+                         temperature=temperature, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss)
 
     def trainable(self):
         return list(self.student.parameters()) + list(self.second.parameters())
@@ -97,16 +101,15 @@ class DualUncertainty(Method):
         u1, u2 = l1[n:], l2[n:]
         p1, p2 = torch.sigmoid(u1.detach().float()), torch.sigmoid(u2.detach().float())
         y1, y2 = (p1 > 0.5).float(), (p2 > 0.5).float()
-        w12 = torch.ones_like(p1)  # weight of net 1 learning from net 2
-        w21 = torch.ones_like(p1)
+        w2 = torch.ones_like(p2)  # weight of net 2's pseudo-labels (net 1 learning from net 2)
+        w1 = torch.ones_like(p1)
         if o["entropy_filter"]:
-            w12 = w12 * entropy_mask(p2, o["entropy_threshold"])
-            w21 = w21 * entropy_mask(p1, o["entropy_threshold"])
+            w2 = w2 * entropy_mask(p2, o["entropy_threshold"])
+            w1 = w1 * entropy_mask(p1, o["entropy_threshold"])
         if o["kl_weighting"]:
             kw = kl_weight(p1, p2)
-            w12, w21 = w12 * kw, w21 * kw
-        bce = lambda lg, t, w: (w * F.binary_cross_entropy_with_logits(lg.float(), t, reduction="none")).mean()  # noqa
-        lu = bce(u1, y2, w12) + bce(u2, y1, w21)
+            w1, w2 = w1 * kw, w2 * kw
+        lu = cross_pseudo_loss(u1, u2, weight_1=w1, weight_2=w2, dice=o["pseudo_loss"] == "bce_dice")
         ramp = sigmoid_rampup(step, o["rampup_steps"])
         total = ls + o["lambda_u"] * ramp * lu
         terms = {"Ls": ls.detach(), "Lu": lu.detach()}
