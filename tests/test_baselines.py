@@ -20,7 +20,8 @@ def arrays(phantom_small):
     return SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32), SegArrays(phantom_small[10:12], 32)
 
 
-@pytest.mark.parametrize("name", [b for b in BASELINES if b != "supervised"] + ["dual_uncertainty-no_prototype"])
+@pytest.mark.parametrize("name", [b for b in BASELINES if b != "supervised"] + ["dual_uncertainty-no_prototype",
+                                                                              "dual_uncertainty-bce_dice"])
 def test_training_step(name, arrays, tmp_path):
     lab, unl, val = arrays
     torch.manual_seed(0)
@@ -66,10 +67,10 @@ def test_kl_weight_and_entropy_filter():
 def test_cross_pseudo_loss_targets_are_the_other_networks_hard_labels():
     l1 = torch.tensor([[4.0, -4.0]])
     l2 = torch.tensor([[4.0, 4.0]])
-    loss = cross_pseudo_loss(l1, l2, dice=False)
+    loss = cross_pseudo_loss(l1, l2)
     # net 1 learns [1, 1] (second pixel wrong: high loss), net 2 learns [1, 0] (second pixel wrong: high loss)
     assert loss.item() > 2.0
-    assert cross_pseudo_loss(l1, l1.clone(), dice=False).item() < 0.05
+    assert cross_pseudo_loss(l1, l1.clone()).item() < 0.05
 
 
 def test_cross_pseudo_dice_term_counts_a_small_lesion():
@@ -80,7 +81,7 @@ def test_cross_pseudo_dice_term_counts_a_small_lesion():
     l1 = torch.full((1, 1, 10, 10), -6.0)           # net 1: background everywhere (confident)
     l2 = torch.full((1, 1, 10, 10), -6.0)
     l2[0, 0, 0, :2] = 6.0                           # net 2: a 2-pixel lesion
-    bce_only = cross_pseudo_loss(l1, l2, dice=False)
+    bce_only = cross_pseudo_loss(l1, l2)
     both = cross_pseudo_loss(l1, l2, dice=True)
     y2 = (l2 > 0).float()
     expected_dice_12 = dice_loss(l1, y2).item()

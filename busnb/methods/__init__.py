@@ -16,12 +16,12 @@ DUAL_UNCERTAINTY_ABLATION = {
     "dual_uncertainty-no_entropy_filter": ("dual_uncertainty", {"entropy_filter": False}),
     "dual_uncertainty-no_kl_weighting": ("dual_uncertainty", {"kl_weighting": False}),
     "dual_uncertainty-no_prototype": ("dual_uncertainty", {"prototype": False}),
-    "dual_uncertainty-bce": ("dual_uncertainty", {"pseudo_loss": "bce"}),
+    "dual_uncertainty-bce_dice": ("dual_uncertainty", {"pseudo_loss": "bce_dice"}),
 }
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
-                                         "cps-bce": ("cps", {"pseudo_loss": "bce"})}  # CPS as published (BCE only)
+                                         "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"})}
 
 # The comparison of issue-5 baselines (07-style table in 06_results): `busnb run --variants ...`
 BASELINES = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty")

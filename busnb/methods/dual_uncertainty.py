@@ -3,7 +3,7 @@
 Two networks of different initialisation are trained together. On unlabeled images (Eq. numbers ours):
 
 * (U1) cross pseudo supervision: each network learns the other's hard pseudo-label (Chen et al. 2021),
-  pixel-weighted BCE + Dice (``pseudo_loss="bce_dice"``; "bce" alone collapsed to empty masks on BUSI);
+  pixel-weighted BCE (``pseudo_loss="bce"``, default) or BCE + Dice (``"bce_dice"``);
 * (U2) entropy filter: a pixel whose binary entropy under the *supervising* network exceeds
   ``entropy_threshold`` (default 0.75 ln 2 nats) does not supervise;
 * (U3) KL weighting: each pixel's pseudo-label loss is weighted by w = exp(-D), with D the symmetric
@@ -79,7 +79,7 @@ class DualUncertainty(Method):
 
     def __init__(self, make_net, entropy_filter: bool = True, kl_weighting: bool = True, prototype: bool = True,
                  entropy_threshold: float = 0.75 * math.log(2), lambda_u: float = 1.0, lambda_c: float = 0.1,
-                 temperature: float = 0.1, rampup_steps: int = 1000, pseudo_loss: str = "bce_dice"):
+                 temperature: float = 0.1, rampup_steps: int = 1000, pseudo_loss: str = "bce"):
         super().__init__(make_net)
         if pseudo_loss not in ("bce", "bce_dice"):
             raise ValueError(f"pseudo_loss must be 'bce' or 'bce_dice', not {pseudo_loss!r}")
