@@ -82,11 +82,14 @@ def show_grid(items, ncols: int = 4, size: float = 2.4, titles=None):
 
 
 def show_history(history: list[dict], ax=None):
-    """Training loss and validation Dice per epoch."""
+    """Training loss, validation Dice and (when recorded) the fraction of empty validation predictions
+    per epoch: a rising empty fraction with a falling loss is a collapse to background."""
     ax = _ax(ax)
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h["loss"] for h in history], label="train loss")
     ax.plot(ep, [h["val_dice"] for h in history], label="val Dice")
+    if all("val_empty" in h for h in history):
+        ax.plot(ep, [h["val_empty"] for h in history], ls=":", label="val: empty predictions")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
     return ax

@@ -137,11 +137,15 @@ class Trainer:
                 for k, v in {"loss": loss.detach(), **terms}.items():  # summed on device: no sync per step
                     logs[k] = logs.get(k, 0.0) + v.detach().float()
             logs = {k: float(v) / self.steps for k, v in logs.items()}
-            val = self.validate()
+            val, empty = self.validate_stats()
             self.sched.step(val)
             self.epoch = epoch + 1
-            row = {"epoch": self.epoch, "val_dice": val, "lr": self.opt.param_groups[0]["lr"],
+            row = {"epoch": self.epoch, "val_dice": val, "val_empty": empty, "lr": self.opt.param_groups[0]["lr"],
                    "seconds": round(time.time() - t0, 2), **logs}
+            if empty >= 0.5 and not any(r.get("val_empty", 0) >= 0.5 for r in self.history):
+                tqdm.write(f"warning: {self.method.name} epoch {self.epoch}: the prediction is empty on "
+                           f"{empty:.0%} of validation images (collapse to background?); best.pt keeps the "
+                           f"best validation epoch so far ({self.best:.3f})")
             self.history.append(row)
             if val > self.best:
                 self.best = val
@@ -154,20 +158,25 @@ class Trainer:
                 cb(self, row)
         return {"best_val_dice": self.best, "epochs": self.epoch, "history": self.history}
 
-    @torch.no_grad()
     def validate(self) -> float:
         """Mean per-image Dice on the validation split at training resolution."""
+        return self.validate_stats()[0]
+
+    @torch.no_grad()
+    def validate_stats(self) -> tuple[float, float]:
+        """(mean per-image Dice, fraction of images whose thresholded prediction is empty) on validation."""
         net = self.method.eval_net()
         was = net.training
         net.eval()
-        dices = []
+        dices, empty = [], []
         for i in range(0, len(self.val), 16):
             b = self.val.batch(range(i, min(i + 16, len(self.val))))
             with torch.autocast(self.device.type, enabled=self.amp):
                 prob = torch.sigmoid(net(b["image"].to(self.device)).float())
             dices.append(soft_dice_batch(prob, b["mask"].to(self.device)).cpu())
+            empty.append((prob > 0.5).flatten(1).sum(1).eq(0).cpu())
         net.train(was)
-        return float(torch.cat(dices).mean())
+        return float(torch.cat(dices).mean()), float(torch.cat(empty).float().mean())
 
     def load_best(self):
         st = torch.load(self.out / "best.pt", map_location=self.device, weights_only=False)

@@ -75,3 +75,18 @@ def test_imagenet_weights_offline_error(monkeypatch):
 def test_device_auto_is_valid():
     assert pick_device("auto").type in ("cpu", "cuda", "mps")
     assert pick_device("cpu").type == "cpu"
+
+
+def test_empty_validation_predictions_are_counted_and_warned(phantom_small, tmp_path, capsys):
+    """A network that predicts background everywhere: val_empty = 1 in the history and one warning."""
+    t = _setup(phantom_small, tmp_path / "empty", epochs=2)
+    head = t.method.student.net.segmentation_head[0]
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.constant_(head.bias, -50.0)
+    t.opt = torch.optim.SGD(t.method.student.parameters(), lr=0.0)   # keep it collapsed
+    t.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(t.opt, mode="max")
+    t.fit(resume=False)
+    assert [h["val_empty"] for h in t.history] == [1.0, 1.0]
+    assert t.validate_stats() == (pytest.approx(t.history[-1]["val_dice"]), 1.0)
+    err = capsys.readouterr()
+    assert (err.out + err.err).count("empty on 100% of validation images") == 1
