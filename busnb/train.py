@@ -158,13 +158,10 @@ class Trainer:
                 cb(self, row)
         return {"best_val_dice": self.best, "epochs": self.epoch, "history": self.history}
 
-    def validate(self) -> float:
-        """Mean per-image Dice on the validation split at training resolution."""
-        return self.validate_stats()[0]
-
     @torch.no_grad()
     def validate_stats(self) -> tuple[float, float]:
-        """(mean per-image Dice, fraction of images whose thresholded prediction is empty) on validation."""
+        """(mean per-image Dice, fraction of images whose thresholded prediction is empty) on the validation
+        split at training resolution."""
         net = self.method.eval_net()
         was = net.training
         net.eval()

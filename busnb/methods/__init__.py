@@ -23,7 +23,7 @@ DUAL_UNCERTAINTY_ABLATION = {
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
                                          "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"})}
 
-# The comparison of issue-5 baselines (07-style table in 06_results): `busnb run --variants ...`
+# The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)
 BASELINES = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty")
 
 # Variants that `busnb run` trains in 05_train.ipynb for every profile (ablation: -p variants '[...]').

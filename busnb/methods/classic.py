@@ -69,6 +69,11 @@ def cross_pseudo_loss(logits_1, logits_2, weight_1=None, weight_2=None, dice: bo
     return l12 + l21
 
 
+def check_pseudo_loss(pseudo_loss: str) -> None:
+    if pseudo_loss not in ("bce", "bce_dice"):
+        raise ValueError(f"pseudo_loss must be 'bce' or 'bce_dice', not {pseudo_loss!r}")
+
+
 def _wbce(logits, target, weight=None):
     """BCE summed with pixel weights over *all* pixels' count (a weight-0 pixel lowers the loss, it does not
     re-normalise the others)."""
@@ -87,8 +92,7 @@ class CrossPseudoSupervision(Method):
 
     def __init__(self, make_net, lambda_u: float = 1.0, rampup_steps: int = 1000, pseudo_loss: str = "bce"):
         super().__init__(make_net)
-        if pseudo_loss not in ("bce", "bce_dice"):
-            raise ValueError(f"pseudo_loss must be 'bce' or 'bce_dice', not {pseudo_loss!r}")
+        check_pseudo_loss(pseudo_loss)
         self.second = make_net()  # independent random initialisation
         self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss)
 

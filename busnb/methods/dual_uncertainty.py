@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..losses import bce_dice
 from ..uewf import entropy_map
 from .base import Method, sigmoid_rampup
-from .classic import cross_pseudo_loss
+from .classic import check_pseudo_loss, cross_pseudo_loss
 
 
 def symmetric_kl(p1: torch.Tensor, p2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -81,8 +81,7 @@ class DualUncertainty(Method):
                  entropy_threshold: float = 0.75 * math.log(2), lambda_u: float = 1.0, lambda_c: float = 0.1,
                  temperature: float = 0.1, rampup_steps: int = 1000, pseudo_loss: str = "bce"):
         super().__init__(make_net)
-        if pseudo_loss not in ("bce", "bce_dice"):
-            raise ValueError(f"pseudo_loss must be 'bce' or 'bce_dice', not {pseudo_loss!r}")
+        check_pseudo_loss(pseudo_loss)
         self.second = make_net()
         self.opts = dict(entropy_filter=entropy_filter, kl_weighting=kl_weighting, prototype=prototype,
                          entropy_threshold=entropy_threshold, lambda_u=lambda_u, lambda_c=lambda_c,
