@@ -75,9 +75,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, anchors: torch.Tensor | None = 
     if anchors is None:
         return loss.mean()
     a = anchors.flatten().float()
-    if a.sum() == 0:
-        return (loss * 0).sum()
-    return (loss * a).sum() / a.sum()
+    # no anchor: 0 (finite, no gradient); no branch on the data, so the step stays capturable
+    return (loss * a).sum() / a.sum().clamp_min(1.0)
 
 
 def aurcl_loss(feats: torch.Tensor, logits: torch.Tensor, head: ProjectionHead, k: int = 14,

@@ -1,4 +1,5 @@
-"""Command line: ``busnb run | train | splits | pseudo-label``. ``busnb <cmd> -h`` for options."""
+"""Command line: ``busnb run | train | sweep | bench | splits | pseudo-label | predict | evaluate``.
+``busnb <cmd> -h`` for options. Errors print ``error: <message>`` (the full traceback with ``--debug``)."""
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,32 @@ def cmd_run(a) -> int:
     return 0
 
 
+def _train_kwargs(a) -> dict:
+    kw = {}
+    if getattr(a, "device", None):
+        kw["device"] = a.device
+    if getattr(a, "amp", None):
+        kw["amp"] = a.amp
+    if getattr(a, "no_capture", False):
+        kw["capture"] = False
+    return kw
+
+
 def cmd_train(a) -> int:
-    from .config import get_profile
-    from .experiment import run_experiment
+    from .config import check_overrides, get_profile
+    from .experiment import run_experiment, run_name
+    from .methods import VARIANTS
     from .paths import runs_dir
+    from .splits import split_name
 
-    prof = get_profile(a.profile, **_kv(a.set))
-    from .experiment import run_name
-
-    out = a.out or runs_dir() / f"train-{prof.name}" / run_name(a.method, a.dataset or prof.dataset, a.ratio, a.seed)
-    r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg))
+    overrides = check_overrides(a.profile, _kv(a.set))  # before any data is loaded
+    if a.method not in VARIANTS:
+        raise ValueError(f"unknown method {a.method!r}; choose one of {sorted(VARIANTS)}")
+    prof = get_profile(a.profile, **overrides)
+    dataset = a.dataset or prof.dataset
+    out = a.out or runs_dir() / f"train-{prof.name}" / run_name(a.method, split_name(dataset, a.root, phantom=prof.phantom), a.ratio, a.seed)
+    r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg),
+                       force=a.force, train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
     print(f"written to {out}")
     return 0
@@ -43,26 +60,26 @@ def cmd_train(a) -> int:
 
 def cmd_splits(a) -> int:
     from . import splits as S
-    from .data import load_dataset
+    from .data import load_dataset, validate_dataset
 
     samples = load_dataset(a.dataset, root=a.root)
-    from pathlib import Path
-
-    name = a.dataset if a.root is None else f"{a.dataset}-{Path(a.root).name}"  # as experiment.prepare names it
+    validate_dataset(samples, progress=True)
+    name = S.split_name(a.dataset, a.root)
+    grouped = S.derive_groups(samples, progress=True)  # once for every seed
     for seed in a.seeds:
         path = S.split_dir(name, seed)
         if a.verify:
-            S.verify_splits(path, samples)
-            print(f"{path}: verified (re-derived from seed {seed}, no duplicate group across parts)")
+            S.verify_splits(path, grouped, rederive=False)
+            print(f"{path}: verified (groups and split re-derived from seed {seed}, no group across parts)")
         else:
-            sp = S.make_splits(samples, seed, a.val_frac, a.test_frac)
-            S.write_splits(sp, path, S.split_meta(name, samples, sp, seed, a.val_frac, a.test_frac))
-            print(f"{path}: written")
+            path, status = S.write_split(name, grouped, seed, a.val_frac, a.test_frac, force=a.force)
+            print(f"{path}: {status}")
     return 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="busnb", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks with papermill for a profile")
@@ -86,6 +103,10 @@ def main(argv=None) -> int:
     t.add_argument("--out")
     t.add_argument("--set", action="append", help="profile override key=value, e.g. epochs=5")
     t.add_argument("--method-arg", action="append", help="method option key=value")
+    t.add_argument("--force", action="store_true", help="retrain into a folder that holds a different run")
+    t.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: auto)")
+    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 on GPUs)")
+    t.add_argument("--no-capture", action="store_true", help="do not capture the training step as a CUDA graph")
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("splits", help="write or verify split files")
@@ -94,7 +115,9 @@ def main(argv=None) -> int:
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     s.add_argument("--val-frac", type=float, default=0.1)
     s.add_argument("--test-frac", type=float, default=0.2)
-    s.add_argument("--verify", action="store_true")
+    s.add_argument("--verify", action="store_true", help="re-derive groups and split from pixels and compare")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing split with different content (changes the test set)")
     s.set_defaults(fn=cmd_splits)
 
     try:
@@ -103,8 +126,28 @@ def main(argv=None) -> int:
     except ImportError:
         pass
 
+    for mod in ("predict", "bench", "sweep"):
+        try:
+            getattr(__import__(f"busnb.{mod}", fromlist=["add_parsers"]), "add_parsers")(sub)
+        except (ImportError, AttributeError):
+            pass
+
     a = p.parse_args(argv)
-    return a.fn(a)
+    if a.debug:
+        return a.fn(a)
+    try:
+        return a.fn(a)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
+        return 130
+    except Exception as e:  # user-facing: one line, not a traceback
+        from .errors import is_user_error
+
+        if not is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        print("(rerun with --debug for the full traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

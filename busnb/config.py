@@ -44,11 +44,90 @@ PROFILES = {
 }
 
 
-def get_profile(name: str, **overrides) -> Profile:
-    """A named profile with any field replaced, e.g. ``get_profile("cpu", epochs=5)``."""
+class SettingError(ValueError):
+    """An override names no profile field or has the wrong type."""
+
+
+def _coerce(name: str, value, default, profile: str):
+    """``value`` converted to the type of the profile's ``default`` for field ``name``, or SettingError."""
+    def bad(kind):
+        return SettingError(f"setting {name}={value!r}: {name} must be {kind} (profile {profile} has "
+                            f"{name}={default!r}).")
+
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise bad("true or false")
+    if name in ("steps_per_epoch", "encoder_weights") and value in (None, "none", "None", "null"):
+        return None
+    if isinstance(default, int) or name == "steps_per_epoch":
+        if isinstance(value, bool):
+            raise bad("an integer")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise bad("an integer") from None
+        if f != int(f):
+            raise bad("an integer")
+        return int(f)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        try:
+            return tuple(type(default[0])(v) if default else v for v in value)
+        except (TypeError, ValueError):
+            raise bad(f"a list of {type(default[0]).__name__}") from None
+    if isinstance(default, PhantomConfig):
+        if isinstance(value, PhantomConfig):
+            return value
+        if not isinstance(value, dict):
+            raise bad("a mapping of phantom settings")
+        try:
+            return replace(default, **value)
+        except TypeError as e:
+            raise bad(f"phantom settings ({e})") from None
+    if default is None or isinstance(default, str):
+        return None if value is None else str(value)
+    return value
+
+
+def check_overrides(name: str, overrides: dict) -> dict:
+    """Validate ``overrides`` against profile ``name`` before anything is loaded: unknown fields (with the
+    closest valid name) and wrong types raise :class:`SettingError`. Returns the converted values."""
+    import difflib
+
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise SettingError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[name]
+    fields = [f for f in base.__dataclass_fields__ if f != "name"]
+    out = {}
+    for k, v in overrides.items():
+        if k not in fields:
+            close = difflib.get_close_matches(k, fields, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SettingError(f"unknown setting {k!r}.{hint} Valid settings: {', '.join(sorted(fields))}.")
+        out[k] = _coerce(k, v, getattr(base, k), name)
+    for k in ("epochs", "image_size", "batch_labeled", "batch_unlabeled"):
+        if k in out and out[k] < 1:
+            raise SettingError(f"setting {k}={out[k]}: must be at least 1.")
+    if "lr" in out and not out["lr"] > 0:
+        raise SettingError(f"setting lr={out['lr']}: must be positive.")
+    return out
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """A named profile with any field replaced, e.g. ``get_profile("cpu", epochs=5)``; overrides are checked
+    (:func:`check_overrides`)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "decoder_channels" in overrides:
-        overrides["decoder_channels"] = tuple(overrides["decoder_channels"])
-    return replace(PROFILES[name], **overrides)
+    return replace(PROFILES[name] if name in PROFILES else check_overrides(name, {}), **check_overrides(name, overrides))

@@ -28,3 +28,41 @@ def maybe_load(name: str, root=None, **kw):
     except DataError as e:
         print(f"[{name} not shown] {e}")
         return None
+
+
+def check_params(**params) -> None:
+    """Validate a notebook's parameters before anything is loaded (the first cell after ``parameters``).
+
+    Known names are checked for their value (profile, method, dataset, ratio, seeds, overrides, roots,
+    backend); a bad one raises ``ValueError`` saying what is allowed. Papermill passes unknown names
+    silently, so ``busnb run`` checks names against each notebook's parameters cell before executing it."""
+    from pathlib import Path
+
+    from .config import PROFILES, check_overrides
+    from .data import DATASETS
+    from .methods import VARIANTS
+    from .splits import RATIOS
+
+    p = params
+    prof = p.get("profile", "smoke")
+    if prof not in PROFILES:
+        raise ValueError(f"profile={prof!r}: choose one of {sorted(PROFILES)}")
+    if "method" in p and p["method"] not in VARIANTS:
+        raise ValueError(f"method={p['method']!r}: choose one of {sorted(VARIANTS)}")
+    for k in ("dataset", "eval_dataset"):
+        if p.get(k) is not None and p[k] not in DATASETS:
+            raise ValueError(f"{k}={p[k]!r}: choose one of {DATASETS} (or None for the profile's dataset)")
+    if "ratio" in p and float(p["ratio"]) not in RATIOS:
+        raise ValueError(f"ratio={p['ratio']!r}: splits exist for {RATIOS} (% of train labeled)")
+    for k in ("seed", "split_seed"):
+        if k in p and (not isinstance(p[k], int) or p[k] < 0):
+            raise ValueError(f"{k}={p[k]!r}: a non-negative integer")
+    if p.get("overrides"):
+        check_overrides(prof, dict(p["overrides"]))
+    for k in ("root", "busi_root", "eval_root", "images", "model_dir"):
+        if p.get(k) and not Path(p[k]).exists():
+            raise ValueError(f"{k}={p[k]!r}: no such file or folder")
+    if "backend" in p and p["backend"] not in ("appearance", "gdino_sam"):
+        raise ValueError(f"backend={p['backend']!r}: appearance or gdino_sam")
+    if p.get("dataset") == "folder" and "root" in p and not p.get("root"):
+        raise ValueError("dataset='folder' needs root=<folder with images/ and masks/>")

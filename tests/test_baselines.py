@@ -1,4 +1,5 @@
 """Issue-5 baselines: one training step each, copy-paste masks, KL weighting, entropy filter, prototype term."""
+from pathlib import Path
 import math
 from functools import partial
 
@@ -120,18 +121,27 @@ def test_prototype_term():
 
 
 def test_bcp_pretraining_stage_runs_and_initialises_the_teacher(tmp_path):
-    """BCP's prepare(): copy-paste pre-training through the same trainer, then teacher = pre-trained student."""
+    """BCP declares its copy-paste pre-training as a stage; the experiment trains it through the same trainer,
+    caches it, and both student and teacher start from it."""
+    import json
+
+    import torch
+
     from busnb.config import get_profile
     from busnb.experiment import load_trained, run_experiment
 
     prof = get_profile("smoke", epochs=1, steps_per_epoch=2)
     r = run_experiment(prof, "bcp", out_dir=tmp_path / "train" / "bcp", progress=False)
-    assert (tmp_path / "train" / "_teachers").is_dir() and r["test"]["n"] > 0
-    pre = sorted((tmp_path / "train" / "_teachers").glob("bcp_pretrain-*"))
-    assert pre and (pre[0] / "best.pt").is_file()
-    import json
-
-    hist = json.loads((pre[0] / "history.json").read_text())
+    assert r["test"]["n"] > 0 and r["stages"][0]["kind"] == "bcp_pretrain"
+    pre = Path(r["stages"][0]["dir"])
+    assert (pre / "best.pt").is_file() and (pre / "result.json").is_file()
+    hist = json.loads((pre / "history.json").read_text())
     assert len(hist) == 1 and "Ls" in hist[0]  # the copy-paste pre-training ran through the trainer
     m = load_trained(tmp_path / "train" / "bcp", prof, "bcp")
     assert any(k.startswith("teacher.") for k in m.state_dict())
+    # a second BCP run on the same split reuses the cached stage (same folder, not retrained)
+    mtime = (pre / "best.pt").stat().st_mtime_ns
+    r2 = run_experiment(prof, "bcp", out_dir=tmp_path / "train" / "bcp2", progress=False)
+    assert r2["stages"][0]["dir"] == str(pre) and (pre / "best.pt").stat().st_mtime_ns == mtime
+    st = torch.load(pre / "best.pt", weights_only=False)["net"]
+    assert set(st) == set(m.student.state_dict())

@@ -23,21 +23,22 @@ def add_parser(sub) -> None:
 def run(a) -> int:
     from .. import splits as S
     from ..data import load_dataset
-    from .pipeline import PseudoLabelConfig, area_filter_report, backend_from_name, generate, quality_summary, \
+    from .pipeline import PseudoLabelConfig, area_filter_report, dataset_cache_id, backend_from_name, generate, quality_summary, \
         quality_table
 
     samples = load_dataset(a.dataset, root=a.root)
+    name = S.split_name(a.dataset, a.root)
     if a.part == "all":
         todo = samples
     else:
-        sp = S.load_or_make(a.dataset, samples, seed=a.split_seed)
+        sp = S.load_or_make(name, samples, seed=a.split_seed)
         parts = S.subsets(samples, sp, a.ratio)
         todo = parts[a.part] if a.part in parts else [s for s in samples if s.id in set(sp[a.part])]
     kw = {k: v for k, v in {"gdino": a.gdino, "sam": a.sam}.items() if v}
     backend = backend_from_name(a.backend, **kw)
     cfg = PseudoLabelConfig(**{k: v for k, v in {"prompt": a.prompt, "min_fg": a.min_fg, "box_policy": a.box_policy,
                                                  "box_threshold": a.box_threshold}.items() if v is not None})
-    labels = generate(todo, backend, cfg, a.dataset, limit=a.limit)
+    labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit)
     df = quality_table(labels, samples)
     print(quality_summary(df).round(3).to_string())
     print(area_filter_report(df, cfg.min_fg))

@@ -43,6 +43,14 @@ class PseudoLabelConfig:
             raise ValueError(f"box_policy must be one of {BOX_POLICIES}")
 
 
+def dataset_cache_id(name: str, samples) -> str:
+    """The cache's name for a dataset copy: its split name plus its content fingerprint, so two copies
+    that share a name (a resized BUSI, two folders called my_data) never share pseudo-labels."""
+    from ..data.fingerprint import dataset_fingerprint
+
+    return f"{name}-{dataset_fingerprint(samples)['content']}"
+
+
 def cache_key(dataset: str, backend, cfg: PseudoLabelConfig) -> tuple[str, dict]:
     spec = {"dataset": dataset, **asdict(cfg), "prompt": to_gdino_text(cfg.prompt), "backend": backend.id()}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]

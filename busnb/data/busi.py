@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .io import DataError
+from .io import DataError, examples
 from .record import Sample
 
 CLASSES = ("benign", "malignant", "normal")
@@ -31,7 +31,8 @@ def find_root(root: str | Path) -> Path:
 
 def load_busi(root: str | Path, include_normal: bool = False) -> list[Sample]:
     """All BUSI samples, sorted by class then number. Raises :class:`DataError` on
-    an image without mask, a mask without image, or an unexpected file name."""
+    an image without mask, a mask without image, or an unexpected file name; sub-folders
+    are skipped and printed, dot-files (macOS ``._*`` AppleDouble, ``.DS_Store``) are skipped with a printed count."""
     root = find_root(root)
     classes = CLASSES if include_normal else CLASSES[:2]
     samples: list[Sample] = []
@@ -41,8 +42,13 @@ def load_busi(root: str | Path, include_normal: bool = False) -> list[Sample]:
             raise DataError(f"{d}: class folder missing. Fix: restore the '{cls}' folder of BUSI, or pass include_normal=False.")
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
+        hidden, folders = [], []
         for f in sorted(d.iterdir()):
-            if f.name.startswith(".") or not f.is_file():
+            if f.name.startswith("."):
+                hidden.append(f)
+                continue
+            if not f.is_file():
+                folders.append(f)
                 continue
             if m := _MASK.match(f.name):
                 masks.setdefault(m["stem"], []).append((int(m["k"] or 0), f))
@@ -50,7 +56,12 @@ def load_busi(root: str | Path, include_normal: bool = False) -> list[Sample]:
                 images[f.stem] = f
             else:
                 raise DataError(f"{f}: unexpected file in BUSI layout. Fix: remove it or rename it '<class> (<n>).png'.")
-        for stem in masks.keys() - images.keys():
+        if hidden:
+            print(f"{d}: skipped {len(hidden)} hidden file(s) (macOS '._*' AppleDouble / .DS_Store metadata, "
+                  f"not images): {examples(hidden)}")
+        if folders:
+            print(f"{d}: ignored {len(folders)} sub-folder(s): {examples(folders, 20)}")
+        for stem in sorted(masks.keys() - images.keys()):
             raise DataError(f"{masks[stem][0][1]}: mask without image '{stem}.png'. Fix: restore the image or remove the mask.")
         for stem, path in images.items():
             if stem not in masks:

@@ -3,7 +3,11 @@
 Two images are linked when their decoded grayscale pixels are identical (SHA-1 of
 shape + pixels) or when the Pearson correlation of their ``thumb``x``thumb`` area-averaged
 thumbnails exceeds ``threshold``. Groups are the connected components of these
-links (union-find); a group's id is its smallest member id.
+links (union-find); a group's id is its smallest member id. :func:`assign_groups` merges
+these into the samples' own groups (user-given groups are kept, never split).
+
+Detection reads every image, so it runs when a split is made and in ``busnb splits
+--verify``, never when a committed split is loaded (the split records its groups).
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ def find_duplicates(samples: list[Sample], threshold: float = 0.99, thumb: int =
                     progress: bool = False) -> DuplicateReport:
     from tqdm.auto import tqdm
 
+    if not samples:
+        return DuplicateReport([], [], {}, [])
     ids = [s.id for s in samples]
     hashes, thumbs = {}, []
     for s in tqdm(samples, desc="duplicates", disable=not progress):
@@ -78,7 +84,41 @@ def find_duplicates(samples: list[Sample], threshold: float = 0.99, thumb: int =
     return DuplicateReport(exact, near, groups, cross)
 
 
+def merge_groups(samples: list[Sample], links) -> list[Sample]:
+    """Copy of ``samples`` whose groups are the connected components of their own groups
+    and ``links`` (pairs or longer tuples of ids that belong together).
+
+    Union-find starts from each sample's own ``group`` (a user-given group such as a patient
+    or a BUS-BRA case, else the id), so links merge groups and never split one. A merged
+    group's id is the smallest user-given group id it joins, else its smallest member id.
+    """
+    own = {s.id: s.group or s.id for s in samples}
+    parent = {g: g for g in own.values()}
+    rank = {g: (g in own and own[g] == g, g) for g in parent}  # user-given names first, then ids
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for link in links:
+        gs = [own[i] for i in link if i in own]
+        for g in gs[1:]:
+            ra, rb = sorted((find(gs[0]), find(g)), key=rank.__getitem__)
+            if ra != rb:
+                parent[rb] = ra
+    return [s.with_group(find(own[s.id])) for s in samples]
+
+
 def assign_groups(samples: list[Sample], report: DuplicateReport) -> list[Sample]:
-    """Copy of ``samples`` with ``group`` set from ``report`` (own id when not duplicated)."""
-    member = {m: g for g, ms in report.groups.items() for m in ms}
-    return [s.with_group(member.get(s.id, s.group or s.id)) for s in samples]
+    """Copy of ``samples`` with duplicate groups merged into their own (user-given) groups."""
+    return merge_groups(samples, report.groups.values())
+
+
+def group_members(samples: list[Sample]) -> dict[str, list[str]]:
+    """Group id -> sorted member ids, for groups of more than one image."""
+    out: dict[str, list[str]] = {}
+    for s in samples:
+        out.setdefault(s.group or s.id, []).append(s.id)
+    return {g: sorted(m) for g, m in sorted(out.items()) if len(m) > 1}

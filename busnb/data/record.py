@@ -9,9 +9,10 @@ from pathlib import Path
 class Sample:
     """One image and its lesion annotation.
 
-    ``masks`` may hold several files; the lesion is their union. ``group`` is the
-    duplicate-group id (identical or near-identical images share it); readers set
-    it to ``id`` and :func:`busnb.data.duplicates.assign_groups` overwrites it.
+    ``masks`` may hold several files; the lesion is their union. ``group`` keeps images
+    together in splits: readers set it to ``id`` or to a user-given group (a patient, a
+    BUS-BRA case), and :func:`busnb.data.duplicates.assign_groups` merges identical or
+    near-identical images' groups into one (never splitting a group).
     ``meta`` carries dataset-specific facts (e.g. the phantom's lesion shapes).
     """
 

@@ -45,6 +45,18 @@ class SegArrays(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         return {"image": self.images[i].float() / 255.0, "mask": self.masks[i].float(), "index": i}
 
+    def to(self, device) -> "SegArrays":
+        """A view of the same samples whose tensors live on ``device`` (self if already there)."""
+        import copy
+
+        device = torch.device(device)
+        if self.images.device == device or (device.type == self.images.device.type and device.index is None):
+            return self
+        new = copy.copy(self)
+        new.images, new.masks = self.images.to(device), self.masks.to(device)
+        return new
+
     def batch(self, idx) -> dict:
-        idx = torch.as_tensor(idx, dtype=torch.long)
+        """Images / 255 and masks as float for the indices ``idx`` (indexed on the tensors' device)."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.images.device)
         return {"image": self.images[idx].float() / 255.0, "mask": self.masks[idx].float(), "index": idx}

@@ -4,8 +4,20 @@ Subclasses implement :meth:`Method.loss` returning the total loss and a dict of 
 terms (for logging). Networks not meant to be optimised (EMA or frozen teachers) are
 registered as modules but left out of :meth:`trainable`, so the optimiser never updates
 them; :meth:`after_step` updates them (e.g. EMA).
+
+Some methods need a *stage* before their main loop (a static teacher trained on pseudo-labels, a
+pre-training). A method only declares it (:meth:`Method.stages`, a list of :class:`busnb.stages.StageSpec`)
+and receives its result (:meth:`Method.attach`); the experiment runs each stage through the one trainer
+and caches it by its inputs (``busnb.stages``). Methods never import the experiment.
+
+``step`` passed to :meth:`Method.loss` and :meth:`Method.after_step` is an int in the eager loop and a
+0-dim device tensor when the trainer replays a captured CUDA graph; ramp-ups and EMA rates are written
+with tensor-safe arithmetic (:func:`sigmoid_rampup`, :func:`ema_update`) so both work. A method whose loss
+has data-dependent shapes or host synchronisation sets ``capturable = False``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -16,6 +28,8 @@ from ..losses import bce_dice
 class Method(nn.Module):
     name = "base"
     needs_unlabeled = False
+    capturable = True          # static shapes, no host sync in loss/after_step: the trainer may capture it
+    frozen: tuple = ()         # submodules restored by attach() from a stage: not stored in last.pt
 
     def __init__(self, make_net):
         super().__init__()
@@ -39,6 +53,29 @@ class Method(nn.Module):
         """The network that is validated, selected and tested."""
         return self.student
 
+    # -- stages ----------------------------------------------------------------
+    def stages(self) -> list:
+        """Stages this method needs before its loop (``busnb.stages.StageSpec``); none by default."""
+        return []
+
+    def attach(self, kind: str, state: dict) -> None:
+        """Receive a finished stage's network state (``state_dict`` of the stage's selected network)."""
+        raise ValueError(f"{self.name} has no stage {kind!r}")
+
+    # -- checkpoints -----------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """What ``last.pt`` stores: the state dict without the frozen stage networks (``frozen``), which are
+        re-attached from the stage cache on resume."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(tuple(f + "." for f in self.frozen))}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        frozen = tuple(f + "." for f in self.frozen)
+        missing = [k for k in missing if not k.startswith(frozen)]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match method '{self.name}': missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+
 
 class Supervised(Method):
     """Labeled-only U-Net: L = L_s (BCE + Dice). Lower bound at r < 100 %, upper bound at 100 %."""
@@ -51,19 +88,32 @@ class Supervised(Method):
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int) -> None:
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step) -> None:
     """theta_T <- a theta_T + (1 - a) theta_S with a = min(decay, (step + 1) / (step + 10)) (Tarvainen &
-    Valpola 2017: a short warm-up), buffers (BN statistics) copied from the student."""
-    a = min(decay, (step + 1) / (step + 10))
-    for pt, ps in zip(teacher.parameters(), student.parameters()):
-        pt.mul_(a).add_(ps.detach(), alpha=1 - a)
-    for bt, bs in zip(teacher.buffers(), student.buffers()):
-        bt.copy_(bs)
+    Valpola 2017: a short warm-up), buffers (BN statistics) copied from the student. ``step`` may be an int
+    or a 0-dim device tensor (captured CUDA graph)."""
+    tp = [p for p in teacher.parameters()]
+    sp = [p.detach() for p in student.parameters()]
+    if torch.is_tensor(step):
+        a = torch.clamp((step.float() + 1) / (step.float() + 10), max=decay)
+        torch._foreach_mul_(tp, a)
+        torch._foreach_add_(tp, torch._foreach_mul(sp, 1 - a))
+    else:
+        a = min(decay, (step + 1) / (step + 10))
+        torch._foreach_mul_(tp, a)
+        torch._foreach_add_(tp, sp, alpha=1 - a)
+    tb, sb = list(teacher.buffers()), list(student.buffers())
+    if tb:
+        torch._foreach_copy_(tb, sb)
 
 
-def sigmoid_rampup(step: int, length: int) -> float:
-    """exp(-5 (1 - t)^2), t = step / length clipped to [0, 1] (Laine & Aila 2017)."""
+def sigmoid_rampup(step, length: int):
+    """exp(-5 (1 - t)^2), t = step / length clipped to [0, 1] (Laine & Aila 2017). A float for an int
+    ``step``, a 0-dim tensor for a tensor ``step``."""
     if length <= 0:
         return 1.0
+    if torch.is_tensor(step):
+        t = torch.clamp(step.float() / length, 0.0, 1.0)
+        return torch.exp(-5.0 * (1 - t) ** 2)
     t = min(max(step / length, 0.0), 1.0)
-    return float(torch.exp(torch.tensor(-5.0 * (1 - t) ** 2)))
+    return math.exp(-5.0 * (1 - t) ** 2)

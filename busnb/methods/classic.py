@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -110,15 +109,15 @@ class CrossPseudoSupervision(Method):
 
 
 def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) -> torch.Tensor:
-    """BCP's zero-centred mask M: (B, 1, H, W) with a random ``ratio``-sized rectangle set to 1."""
+    """BCP's zero-centred mask M: (B, 1, H, W) with a random ``ratio``-sized rectangle set to 1 per image.
+    Drawn on ``device`` without a Python loop or host synchronisation (capturable)."""
     b, _, h, w = shape
     mh, mw = int(h * ratio), int(w * ratio)
-    m = torch.zeros(shape, device=device)
-    ys = torch.randint(0, h - mh + 1, (b,), generator=generator)
-    xs = torch.randint(0, w - mw + 1, (b,), generator=generator)
-    for i in range(b):
-        m[i, :, ys[i]: ys[i] + mh, xs[i]: xs[i] + mw] = 1
-    return m
+    ys = torch.randint(0, h - mh + 1, (b, 1, 1, 1), generator=generator, device=device)
+    xs = torch.randint(0, w - mw + 1, (b, 1, 1, 1), generator=generator, device=device)
+    yy = torch.arange(h, device=device).view(1, 1, h, 1)
+    xx = torch.arange(w, device=device).view(1, 1, 1, w)
+    return ((yy >= ys) & (yy < ys + mh) & (xx >= xs) & (xx < xs + mw)).float()
 
 
 class BCPPretrain(Method):
@@ -129,8 +128,8 @@ class BCPPretrain(Method):
     def loss(self, batch_l, batch_u, step):
         x, y = batch_l["image"], batch_l["mask"]
         m = copy_paste_mask(x.shape, device=x.device)
-        perm = torch.roll(torch.arange(len(x)), 1)
-        xm, ym = x * m + x[perm] * (1 - m), y * m + y[perm] * (1 - m)
+        xr, yr = torch.roll(x, 1, 0), torch.roll(y, 1, 0)  # each image pasted with its neighbour in the batch
+        xm, ym = x * m + xr * (1 - m), y * m + yr * (1 - m)
         ls = bce_dice(self.student(xm), ym)
         return ls, {"Ls": ls.detach()}
 
@@ -153,23 +152,18 @@ class BCP(Method):
         self.teacher.eval()
         return self
 
-    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True, arrays: dict | None = None) -> None:
-        """Pre-training stage on the labeled images (copy-paste among them), then teacher = student."""
-        from ..data.tensors import SegArrays
-        from ..experiment import train_config
-        from ..train import Trainer
+    def stages(self):
+        """BCP's pre-training on the labeled images (copy-paste among them): the ``bcp_pretrain`` stage."""
+        from ..stages import StageSpec
 
-        pre_dir = Path(out_dir).parent / "_teachers" / f"bcp_pretrain-{parts['dataset']}-r{parts['ratio']:g}-s{seed}"
-        size = profile.image_size
-        pre = BCPPretrain(lambda: self.student)
-        tc = train_config(profile, seed, len(parts["labeled"]) + len(parts["unlabeled"]), progress=progress)
-        arrays = arrays or {}
-        labeled = arrays.get("labeled") or SegArrays(parts["labeled"], size)
-        val = arrays.get("val") or SegArrays(parts["val"], size)
-        tr = Trainer(pre, tc, labeled, val, None, pre_dir)
-        tr.fit()
-        tr.load_best()
-        self.teacher.load_state_dict(self.student.state_dict())
+        return [StageSpec("bcp_pretrain", {})]
+
+    def attach(self, kind, state):
+        """Student and teacher both start from the pre-trained network."""
+        if kind != "bcp_pretrain":
+            return super().attach(kind, state)
+        self.student.load_state_dict(state)
+        self.teacher.load_state_dict(state)
 
     def loss(self, batch_l, batch_u, step):
         a = self.opts["alpha"]

@@ -2,9 +2,10 @@
 
 Loss (Eq. 10):  L = L_s + lambda_u * L_u(student(x_u), y_F) + lambda_c * L_c,
 L_s and L_u = BCE + Dice, y_F the fused soft target of the two teachers (busnb.uewf), L_c the
-reverse contrastive loss (busnb.aurcl). Stage 1 (``prepare``) trains T^A on the labeled images
-plus the cached APPG pseudo-labels of the unlabeled ones (kept by the area filter), selects it on
-validation Dice and freezes it. Stage 2 is the trainer's loop over this method.
+reverse contrastive loss (busnb.aurcl). Stage 1 (the ``static_teacher`` stage of ``busnb.stages``, run and
+cached by the experiment) trains T^A on the labeled images plus the cached APPG pseudo-labels of the
+unlabeled ones (kept by the area filter) and selects it on validation Dice; :meth:`DualTeacher.attach`
+freezes it here. Stage 2 is the trainer's loop over this method.
 
 Switches reproduce the ablation rows from this one class (see ``ABLATION``):
 ``static`` (use T^A), ``ema`` (use T^B), ``fusion`` ("mean" or "uewf"), ``smoothing``
@@ -13,7 +14,6 @@ Switches reproduce the ablation rows from this one class (see ``ABLATION``):
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
@@ -26,6 +26,7 @@ from .base import Method, ema_update
 class DualTeacher(Method):
     name = "dual_teacher"
     needs_unlabeled = True
+    frozen = ("static_teacher",)
 
     def __init__(self, make_net, static: bool = True, ema: bool = True, fusion: str = "uewf",
                  smoothing: str = "patch", patch: int = 14, aurcl: bool = True, lambda_u: float = 1.0,
@@ -60,43 +61,20 @@ class DualTeacher(Method):
         return self
 
     # -- stage 1 --------------------------------------------------------------
-    def prepare(self, parts: dict, profile, seed: int, out_dir, progress: bool = True, arrays: dict | None = None) -> None:
-        """Train (or load) the static teacher on labeled + APPG pseudo-labels, then freeze it."""
+    def stages(self):
+        """T^A is trained by the experiment's ``static_teacher`` stage (``busnb.stages``) on labeled +
+        APPG pseudo-labels, selected on validation, then frozen here by :meth:`attach`."""
         if self.static_teacher is None:
-            return
-        from ..appg.pipeline import PseudoLabelConfig, backend_from_name, generate
-        from ..data.tensors import SegArrays
-        from ..experiment import evaluate_and_write, train_config
-        from ..train import Trainer
-        from .base import Supervised
+            return []
+        from ..stages import StageSpec
 
-        cfg = PseudoLabelConfig(**({"prompt": self.pseudo["prompt"]} if self.pseudo["prompt"] else {}),
-                                min_fg=self.pseudo["min_fg"])
-        backend = backend_from_name(self.pseudo["backend"], **self.pseudo["kwargs"])
-        labels = generate(parts["unlabeled"], backend, cfg, parts["dataset"], progress=progress)
-        kept = set(labels.kept_ids())
-        pseudo = [s for s in parts["unlabeled"] if s.id in kept]
-        targets = {s.id: labels.mask(s.id) for s in pseudo}
-        teacher_dir = Path(out_dir).parent / "_teachers" / (
-            f"static-{parts['dataset']}-r{parts['ratio']:g}-s{seed}-{labels.folder.name}")
-        size = profile.image_size
-        train_set = SegArrays(parts["labeled"] + pseudo, size, targets=targets,
-                              progress=progress)
-        val = (arrays or {}).get("val") or SegArrays(parts["val"], size, progress=progress)
-        self.static_teacher.requires_grad_(True)
-        stage1 = Supervised(lambda: self.static_teacher)
-        tc = train_config(profile, seed, len(parts["labeled"]) + len(parts["unlabeled"]), progress=progress)
-        tc.batch_labeled = profile.batch_labeled + profile.batch_unlabeled
-        trainer = Trainer(stage1, tc, train_set, val, None, teacher_dir)
-        trainer.fit()
-        trainer.load_best()
-        if not (teacher_dir / "metrics.json").is_file():
-            evaluate_and_write(self.static_teacher, parts, size, teacher_dir, "appg_static_teacher", seed,
-                               profile, {"best_val_dice": trainer.best, "epochs": trainer.epoch,
-                                         "n_pseudo_kept": len(pseudo), "pseudo_cache": str(labels.folder)})
+        return [StageSpec("static_teacher", dict(self.pseudo))]
+
+    def attach(self, kind, state):
+        if kind != "static_teacher" or self.static_teacher is None:
+            return super().attach(kind, state)
+        self.static_teacher.load_state_dict(state)
         self.static_teacher.requires_grad_(False).eval()
-        self.stage1 = {"dir": str(teacher_dir), "n_pseudo_kept": len(pseudo), "n_unlabeled": len(parts["unlabeled"]),
-                       "pseudo_cache": str(labels.folder)}
 
     # -- stage 2 --------------------------------------------------------------
     @torch.no_grad()

@@ -76,6 +76,7 @@ def prototype_loss(feats: torch.Tensor, pseudo: torch.Tensor, reliable: torch.Te
 class DualUncertainty(Method):
     name = "dual_uncertainty"
     needs_unlabeled = True
+    capturable = False  # prototype contrast selects pixels by data (variable shapes)
 
     def __init__(self, make_net, entropy_filter: bool = True, kl_weighting: bool = True, prototype: bool = True,
                  entropy_threshold: float = 0.75 * math.log(2), lambda_u: float = 1.0, lambda_c: float = 0.1,

@@ -1,0 +1,143 @@
+"""Stages: the steps some methods need before their main loop, run by the experiment and cached by inputs.
+
+A method declares what it needs (:meth:`busnb.methods.base.Method.stages` returns :class:`StageSpec`s) and
+receives the result (:meth:`~busnb.methods.base.Method.attach`); it never trains a stage itself and never
+imports the experiment. Each stage kind is one function here:
+
+* ``static_teacher`` - the paper's T^A: APPG pseudo-labels of the unlabeled pool (cached by
+  ``busnb.appg.pipeline``), masks with foreground <= ``min_fg`` dropped, a U-Net trained on labeled +
+  kept pseudo-labels, selected on validation Dice; also scored alone on test (``appg_static_teacher``).
+* ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images.
+
+A stage folder ``<cache>/stages/<kind>/<key>/`` is keyed by everything its result depends on: the stage's
+parameters, the dataset's content fingerprint, the ids of the labeled / unlabeled / validation sets, the
+profile, the seed and the busnb source version. It is written under a lock (concurrent sweep jobs wait for
+each other), resumes from its own ``last.pt``, and is finished when ``result.json`` exists. A stage trains in
+a forked RNG seeded from (seed, kind), so the run's own random stream is the same whether the stage was
+computed now or loaded from the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .atomic import write_json
+from .paths import cache_dir
+from .provenance import source_hash
+from .rundir import RunLock, clean_tmp
+
+
+@dataclass
+class StageSpec:
+    kind: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What a stage may use: the experiment's parts (samples per split part), arrays already loaded, the
+    network factory, the profile and seed, and the trainer's speed switches."""
+    parts: dict
+    profile: object
+    seed: int
+    make_net: object
+    arrays: dict
+    train_kwargs: dict = field(default_factory=dict)
+    progress: bool = True
+
+
+def _ids_hash(samples) -> str:
+    return hashlib.sha1("\n".join(sorted(s.id for s in samples)).encode()).hexdigest()[:12]
+
+
+def stage_key(spec: StageSpec, ctx: StageContext) -> tuple[str, dict]:
+    p = ctx.parts
+    inputs = {"kind": spec.kind, "params": spec.params, "dataset": p["dataset"], "split": p.get("split_name"),
+              "content": (p.get("fingerprint") or {}).get("content"), "seed": ctx.seed,
+              "labeled": _ids_hash(p["labeled"]), "unlabeled": _ids_hash(p["unlabeled"]), "val": _ids_hash(p["val"]),
+              "profile": ctx.profile.to_dict(), "code": source_hash()}
+    key = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return key, inputs
+
+
+def stage_dir(spec: StageSpec, ctx: StageContext) -> Path:
+    return cache_dir() / "stages" / spec.kind / stage_key(spec, ctx)[0]
+
+
+def run_stage(spec: StageSpec, ctx: StageContext) -> tuple[dict, dict]:
+    """(state_dict of the stage's selected network, info) - from the cache, or computed now."""
+    if spec.kind not in STAGES:
+        raise ValueError(f"unknown stage {spec.kind!r}; known: {sorted(STAGES)}")
+    key, inputs = stage_key(spec, ctx)
+    out = cache_dir() / "stages" / spec.kind / key
+    with RunLock(out, wait=True):
+        done = out / "result.json"
+        if not done.is_file():
+            clean_tmp(out, quiet=not ctx.progress)
+            write_json(out / "inputs.json", inputs)
+            seed = ctx.seed * 1000 + zlib.crc32(spec.kind.encode()) % 1000
+            devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                from .train import seed_everything
+
+                seed_everything(seed)
+                info = STAGES[spec.kind](spec, ctx, out)
+            write_json(done, {"key": key, "stage_seed": seed, **info})
+        info = json.loads(done.read_text())
+    state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["net"]
+    return state, {"kind": spec.kind, "dir": str(out), **info}
+
+
+def _train(method, ctx: StageContext, labeled, out: Path, batch_labeled: int | None = None) -> dict:
+    from .train import Trainer, train_config
+
+    p = ctx.parts
+    tc = train_config(ctx.profile, ctx.seed, len(p["labeled"]) + len(p["unlabeled"]), progress=ctx.progress,
+                      **ctx.train_kwargs)
+    if batch_labeled:
+        tc.batch_labeled = batch_labeled
+    trainer = Trainer(method, tc, labeled, ctx.arrays["val"], None, out)
+    fit = trainer.fit()
+    return {"best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"], "trainer": trainer}
+
+
+def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
+    """T^A: U-Net on labeled + kept APPG pseudo-labels of the unlabeled pool (batch = labeled + unlabeled
+    batch of the main stage, same number of steps), selected on validation Dice, scored alone on test."""
+    from .appg.pipeline import PseudoLabelConfig, backend_from_name, dataset_cache_id, generate
+    from .data.tensors import SegArrays
+    from .train import evaluate_and_write
+    from .methods.base import Supervised
+
+    p, prof, sp = ctx.parts, ctx.profile, spec.params
+    cfg = PseudoLabelConfig(**({"prompt": sp["prompt"]} if sp.get("prompt") else {}), min_fg=sp.get("min_fg", 0.01))
+    backend = backend_from_name(sp.get("backend", "appearance"), **sp.get("kwargs", {}))
+    data_id = dataset_cache_id(p.get("split_name", p["dataset"]), p["samples"])
+    labels = generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress)
+    kept = set(labels.kept_ids())
+    pseudo = [s for s in p["unlabeled"] if s.id in kept]
+    targets = {s.id: labels.mask(s.id) for s in pseudo}
+    train_set = SegArrays(p["labeled"] + pseudo, prof.image_size, targets=targets, progress=ctx.progress)
+    r = _train(Supervised(ctx.make_net), ctx, train_set, out, prof.batch_labeled + prof.batch_unlabeled)
+    net = r["trainer"].load_best()
+    res = evaluate_and_write(net, p, prof.image_size, out, "appg_static_teacher", ctx.seed, prof,
+                             {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"], "n_pseudo_kept": len(pseudo),
+                              "pseudo_cache": str(labels.folder)})
+    return {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"], "n_pseudo_kept": len(pseudo),
+            "n_unlabeled": len(p["unlabeled"]), "pseudo_cache": str(labels.folder), "test": res["test"]}
+
+
+def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
+    """BCP stage 1: copy-paste among labeled images, selected on validation Dice."""
+    from .methods.classic import BCPPretrain
+
+    r = _train(BCPPretrain(ctx.make_net), ctx, ctx.arrays["labeled"], out)
+    return {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"]}
+
+
+STAGES = {"static_teacher": static_teacher, "bcp_pretrain": bcp_pretrain}
