@@ -113,3 +113,21 @@ def predictions_by_variant(df, profile, n_images: int = 4):
             rows.append((im, gt, pr > 0.5))
             titles.append(f"{r['method']} · {s.id}")
     return rows, titles
+
+
+def markdown_summary(run_dir) -> str:
+    """Dice / IoU (%) and HD95 (px) tables, mean ± std over seeds, of every metrics.json under ``run_dir``
+    (what README tables are built from: ``python -m busnb.results results/<folder>``)."""
+    df = collect(run_dir)
+    if df.empty:
+        return f"no metrics.json under {run_dir}\n"
+    out = []
+    for m, scale, unit in (("dice", 100.0, "%"), ("iou", 100.0, "%"), ("hd95", 1.0, "px")):
+        out.append(f"test {m} ({unit}), mean ± std over seeds (n runs)\n\n" + ablation_table(df, metric=m, scale=scale).to_markdown())
+    return "\n\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown_summary(sys.argv[1] if len(sys.argv) > 1 else "results"))

@@ -42,7 +42,7 @@ def jobs(profile: str, variants=None, ratios=None, seeds=None) -> list[tuple[str
                     if ratio >= 100 and not _supervised_only(v):
                         continue  # 100 % labeled: no unlabeled pool, only the supervised upper bound
                     for seed in seeds:
-                        name = run_name(v, prof.dataset, ratio, seed)
+                        name = run_name(v, prof.dataset, ratio, seed)  # the split name of a published dataset
                         out.append((stem, f"-{name}", {"method": v, "ratio": ratio, "seed": seed}))
         elif stem[:2] in ("02", "03", "04"):
             out.append((stem, "", {"ratio": ratios[0], **({} if stem.startswith("02") else {"seed": seeds[0]})}))
@@ -57,17 +57,51 @@ def _supervised_only(variant: str) -> bool:
     return VARIANTS.get(variant, (variant, {}))[0] == "supervised"
 
 
+def check_parameters(todo, extra: dict | None) -> dict:
+    """Papermill only warns about a parameter a notebook does not declare (and runs with its default): here
+    it is an error. Returns, per notebook stem, the names its ``parameters`` cell declares."""
+    import difflib
+
+    import papermill as pm
+
+    declared = {stem: set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))) for stem in {j[0] for j in todo}}
+    every = set().union(*declared.values()) if declared else set()
+    for k in extra or {}:
+        if k not in every:
+            close = difflib.get_close_matches(k, sorted(every), n=1)
+            raise ValueError(f"parameter {k!r} is declared by none of the notebooks to run"
+                             + (f"; did you mean {close[0]!r}?" if close else "") + f" Declared: {sorted(every)}")
+    return declared
+
+
 def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extra: dict | None = None,
                 out: str | Path | None = None, progress: bool = True, variants=None, ratios=None,
-                seeds=None) -> Path:
+                seeds=None, sweep: bool | None = None, per_gpu: int = 4) -> Path:
+    """Execute the notebooks in order into a run folder. With ``sweep`` (default: the ``gpu`` profile) the
+    05_train jobs are first trained concurrently by :func:`busnb.sweep.sweep` into ``<run>/train/`` (several per
+    GPU); the notebooks then find those runs finished and only show them."""
     import papermill as pm
 
     run_dir = Path(out) if out else runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
     run_dir.mkdir(parents=True, exist_ok=True)
     todo = [j for j in jobs(profile, variants, ratios, seeds) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
+    declared = check_parameters(todo, extra)
+    if sweep is None:
+        sweep = profile == "gpu"
+    train_jobs = [j for j in todo if j[0].startswith("05_")]
+    if sweep and train_jobs and not (extra or {}).get("dataset"):
+        from .sweep import sweep as run_sweep
+
+        vs = list(dict.fromkeys(j[2]["method"] for j in train_jobs))
+        rs = sorted({j[2]["ratio"] for j in train_jobs})
+        ss = sorted({j[2]["seed"] for j in train_jobs})
+        res = run_sweep(profile, vs, rs, ss, run_dir / "train", per_gpu=per_gpu, progress=progress)
+        if res["failed"]:
+            raise RuntimeError(f"sweep: {len(res['failed'])} run(s) failed; logs in {run_dir / 'train' / 'logs'}")
     log = []
     for i, (stem, suffix, params) in enumerate(todo, 1):
-        params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params, **(extra or {})}
+        params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params,
+                  **{k: v for k, v in (extra or {}).items() if k in declared[stem]}}
         dest = run_dir / f"{stem}{suffix}.ipynb"
         print(f"[{i}/{len(todo)}] {stem}{suffix}", flush=True)
         t0 = time.time()
