@@ -111,6 +111,7 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
                 st, info = run_stage(spec, ctx)
                 m.attach(spec.kind, st)
                 stage_info.append(info)
+                _publish_stage(info, out.parent)
         n_train = len(parts["labeled"]) + len(parts["unlabeled"])
         tc = train_config(profile, seed, n_train, progress=progress, **(train_kwargs or {}))
         trainer = Trainer(m, tc, labeled, val, unlabeled, out)
@@ -121,6 +122,21 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
                  "stages": stage_info, "stage1": stage_info[0] if stage_info else None,
                  "train_seconds": round(sum(h["seconds"] for h in fit["history"]), 1)}
         return evaluate_and_write(net, parts, size, out, method, seed, profile, extra, progress)
+
+
+def _publish_stage(info: dict, where: Path) -> None:
+    """Copy a stage's own test metrics (e.g. the static teacher scored alone) next to the runs that used it,
+    as ``<where>/_stages/<kind>-<key>/metrics.json``, so result tables of a run folder list it once."""
+    import shutil
+
+    src = Path(info["dir"]) / "metrics.json"
+    if src.is_file():
+        dest = where / "_stages" / f"{info['kind']}-{Path(info['dir']).name}" / "metrics.json"
+        if not dest.is_file():
+            from .atomic import atomic_path
+
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
 
 
 def _profile_from(d: dict) -> Profile:

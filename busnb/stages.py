@@ -118,7 +118,10 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     cfg = PseudoLabelConfig(**({"prompt": sp["prompt"]} if sp.get("prompt") else {}), min_fg=sp.get("min_fg", 0.01))
     backend = backend_from_name(sp.get("backend", "appearance"), **sp.get("kwargs", {}))
     data_id = dataset_cache_id(p.get("split_name", p["dataset"]), p["samples"])
-    labels = generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress)
+    import os
+
+    workers = int(os.environ.get("BUSNB_APPG_WORKERS", "1")) if backend.name == "appearance" else 1
+    labels = generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress, workers=workers)
     kept = set(labels.kept_ids())
     pseudo = [s for s in p["unlabeled"] if s.id in kept]
     targets = {s.id: labels.mask(s.id) for s in pseudo}

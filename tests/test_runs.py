@@ -108,6 +108,8 @@ def test_checkpoints_hold_what_resume_needs(tmp_path):
     best = torch.load(tmp_path / "st" / "best.pt", weights_only=False)
     assert set(best) == {"net", "epoch", "val_dice"} and not any(k.startswith("student.") for k in best["net"])
     assert r["stages"][0]["kind"] == "static_teacher" and r["stage1"]["n_pseudo_kept"] >= 0
+    published = list(tmp_path.glob("_stages/static_teacher-*/metrics.json"))  # the stage's own row for tables
+    assert len(published) == 1 and json.loads(published[0].read_text())["method"] == "appg_static_teacher"
     from busnb.experiment import load_trained
 
     m = load_trained(tmp_path / "st", prof, "+static")

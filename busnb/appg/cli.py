@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gdino", help="Grounding DINO hub id or local folder")
     p.add_argument("--sam", help="SAM hub id, local folder, or segment-anything .pth")
     p.add_argument("--limit", type=int, help="only this many images (a quick look)")
+    p.add_argument("--workers", type=int, default=1, help="processes for CPU backends (0: one per core)")
     p.set_defaults(fn=run)
 
 
@@ -38,7 +39,7 @@ def run(a) -> int:
     backend = backend_from_name(a.backend, **kw)
     cfg = PseudoLabelConfig(**{k: v for k, v in {"prompt": a.prompt, "min_fg": a.min_fg, "box_policy": a.box_policy,
                                                  "box_threshold": a.box_threshold}.items() if v is not None})
-    labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit)
+    labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit, workers=a.workers)
     df = quality_table(labels, samples)
     print(quality_summary(df).round(3).to_string())
     print(area_filter_report(df, cfg.min_fg))

@@ -96,9 +96,42 @@ def _fname(sid: str) -> str:
     return sid.replace("/", "__")
 
 
+def _label_and_write(backend, cfg: PseudoLabelConfig, s, folder: Path, key: str) -> str:
+    """Pseudo-label one sample and write its mask, then its record (the record last: it marks it done)."""
+    t0 = time.time()
+    image = read_image(s.image)
+    mask, rec = label_image(backend, image, cfg)
+    area = float(mask.mean())
+    rec.update({"id": s.id, "class": s.cls, "prompt": to_gdino_text(cfg.prompt), "area": area,
+                "kept": bool(area > cfg.min_fg), "backend": backend.name, "key": key,
+                "seconds": round(time.time() - t0, 3)})
+    with atomic_path(folder / "masks" / f"{_fname(s.id)}.png") as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+    write_json(folder / "records" / f"{_fname(s.id)}.json", rec)
+    return s.id
+
+
+_WORKER = {}
+
+
+def _init_worker(backend, cfg, folder, key):
+    _WORKER.update(backend=backend, cfg=cfg, folder=folder, key=key)
+
+
+def _work(s):
+    w = _WORKER
+    return _label_and_write(w["backend"], w["cfg"], s, w["folder"], w["key"])
+
+
 def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dataset: str = "dataset",
-             root: str | Path | None = None, progress: bool = True, limit: int | None = None) -> PseudoLabels:
-    """Pseudo-label ``samples`` with ``backend`` into the cache (resuming a previous run)."""
+             root: str | Path | None = None, progress: bool = True, limit: int | None = None,
+             workers: int = 1) -> PseudoLabels:
+    """Pseudo-label ``samples`` with ``backend`` into the cache (resuming a previous run).
+
+    ``workers`` > 1 labels images in that many processes (CPU backends such as ``appearance``, whose object is
+    picklable; the outputs are the same files, each written atomically). ``workers=0``: one per CPU core."""
+    import os
+
     from tqdm.auto import tqdm
 
     key, spec = cache_key(dataset, backend, cfg)
@@ -107,19 +140,22 @@ def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dat
     (folder / "records").mkdir(exist_ok=True)
     write_json(folder / "config.json", spec)
     todo = [s for s in samples if not (folder / "records" / f"{_fname(s.id)}.json").is_file()][:limit]
-    bar = tqdm(todo, desc=f"pseudo-labels ({backend.name})", disable=not progress,
-               initial=len(samples) - len(todo) if limit is None else 0, total=len(samples) if limit is None else len(todo))
-    for s in bar:
-        t0 = time.time()
-        image = read_image(s.image)
-        mask, rec = label_image(backend, image, cfg)
-        area = float(mask.mean())
-        rec.update({"id": s.id, "class": s.cls, "prompt": to_gdino_text(cfg.prompt), "area": area,
-                    "kept": bool(area > cfg.min_fg), "backend": backend.name, "key": key,
-                    "seconds": round(time.time() - t0, 3)})
-        with atomic_path(folder / "masks" / f"{_fname(s.id)}.png") as tmp:
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-        write_json(folder / "records" / f"{_fname(s.id)}.json", rec)
+    bar = tqdm(total=len(samples) if limit is None else len(todo), desc=f"pseudo-labels ({backend.name})",
+               disable=not progress, initial=len(samples) - len(todo) if limit is None else 0)
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(backend, cfg, folder, key)) as ex:
+            for _ in ex.map(_work, todo, chunksize=4):
+                bar.update(1)
+    else:
+        for s in todo:
+            _label_and_write(backend, cfg, s, folder, key)
+            bar.update(1)
+    bar.close()
     return PseudoLabels(folder)
 
 
