@@ -126,17 +126,17 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
 
 def _publish_stage(info: dict, where: Path) -> None:
     """Copy a stage's own test metrics (e.g. the static teacher scored alone) next to the runs that used it,
-    as ``<where>/_stages/<kind>-<key>/metrics.json``, so result tables of a run folder list it once."""
-    import shutil
-
+    as ``<where>/_stages/<kind>-<key>/metrics.json`` (with ``stage_dir``, where its network is), so result
+    tables of a run folder list it once."""
     src = Path(info["dir"]) / "metrics.json"
     if src.is_file():
         dest = where / "_stages" / f"{info['kind']}-{Path(info['dir']).name}" / "metrics.json"
         if not dest.is_file():
-            from .atomic import atomic_path
+            import json
 
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(src, tmp)
+            from .atomic import write_json
+
+            write_json(dest, {**json.loads(src.read_text()), "stage_dir": info["dir"]})
 
 
 def _profile_from(d: dict) -> Profile:

@@ -107,8 +107,14 @@ def predictions_by_variant(df, profile, n_images: int = 4):
     pairs = [load_pair(s) for s in picks]
     rows, titles = [], []
     for _, r in same.iterrows():
+        ckpt = Path(r["path"]) / "best.pt"
+        if not ckpt.is_file():  # a stage's published row: its network lives in the stage cache
+            ckpt = Path(json.loads((Path(r["path"]) / "metrics.json").read_text()).get("stage_dir", "")) / "best.pt"
+            if not ckpt.is_file():
+                print(f"{r['method']}: no network at {r['path']} (stage cache cleared?); not shown")
+                continue
         net = net_factory(profile)()
-        net.load_state_dict(torch.load(Path(r["path"]) / "best.pt", map_location="cpu", weights_only=False)["net"])
+        net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["net"])
         for s, (im, gt), pr in zip(picks, pairs, predict_prob(net, [p[0] for p in pairs], profile.image_size)):
             rows.append((im, gt, pr > 0.5))
             titles.append(f"{r['method']} · {s.id}")
