@@ -24,29 +24,15 @@ import torch
 METHODS = ("supervised", "dual_teacher", "mean_teacher", "cps", "bcp", "dual_uncertainty")
 
 
-class _RandomArrays:
-    """Stand-in for SegArrays: n random uint8 images with elliptic masks."""
+def random_arrays(n: int, size: int, seed: int = 0):
+    """SegArrays of ``n`` random uint8 images with centred disc masks (speed does not depend on content)."""
+    from .data.tensors import SegArrays
 
-    def __init__(self, n: int, size: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-        r = torch.rand(n, 1, 1, 1, generator=g) * 0.4 + 0.2
-        self.masks = ((yy ** 2 + xx ** 2)[None, None] < r ** 2)
-
-    def __len__(self):
-        return len(self.images)
-
-    def to(self, device):
-        import copy
-
-        new = copy.copy(self)
-        new.images, new.masks = self.images.to(device), self.masks.to(device)
-        return new
-
-    def batch(self, idx):
-        idx = torch.as_tensor(idx, dtype=torch.long, device=self.images.device)
-        return {"image": self.images[idx].float() / 255.0, "mask": self.masks[idx].float(), "index": idx}
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    r = torch.rand(n, 1, 1, 1, generator=g) * 0.4 + 0.2
+    return SegArrays.from_tensors(images, (yy ** 2 + xx ** 2)[None, None] < r ** 2)
 
 
 def _sync(dev):
@@ -66,7 +52,7 @@ def time_trainer(method_name: str, profile, steps: int, warmup: int, device: str
     torch.manual_seed(seed)
     m = build_method(method_name, net_factory(profile))
     n = 64
-    lab, unl, val = (_RandomArrays(n, profile.image_size, s) for s in (1, 2, 3))
+    lab, unl, val = (random_arrays(n, profile.image_size, s) for s in (1, 2, 3))
     kw = dict(amp="off", channels_last=False, resident=False, capture=False) if plain else {}
     cfg = TrainConfig(epochs=1, batch_labeled=profile.batch_labeled, batch_unlabeled=profile.batch_unlabeled,
                       steps_per_epoch=steps + warmup, lr=profile.lr, seed=seed, device=device, progress=False, **kw)
@@ -78,11 +64,7 @@ def time_trainer(method_name: str, profile, steps: int, warmup: int, device: str
             tr._build_graph(li, ui)
 
         def one(s):
-            if tr._graph is not None:
-                return tr._captured_step(li[s], ui[s] if ui is not None else None, s)
-            bl = tr._batch(tr.labeled, li[s])
-            bu = tr._batch(tr.unlabeled, ui[s]) if ui is not None else None
-            return tr._eager_step(bl, bu, s)
+            return tr.train_step(li[s], ui[s] if ui is not None else None, s)
 
         for s in range(warmup):
             one(s)

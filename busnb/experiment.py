@@ -27,7 +27,7 @@ from .rundir import RunLock, check_identity, clean_tmp
 from .train import TrainConfig, Trainer, evaluate_and_write, seed_everything, train_config  # noqa: F401
 
 __all__ = ["prepare", "run_experiment", "run_name", "net_factory", "train_config", "evaluate_and_write",
-           "load_trained", "load_net", "run_identity"]
+           "load_trained", "load_net", "run_identity", "profile_from_dict"]
 
 
 def prepare(profile: Profile, dataset: str | None = None, ratio: float = 2.5, seed: int = 0, root=None,
@@ -61,10 +61,10 @@ def net_factory(profile: Profile):
 
 def run_identity(profile: Profile, variant: str, parts: dict, method_kwargs: dict | None) -> dict:
     """Everything a run's result depends on; a folder is reused only for the same identity."""
-    fp = parts.get("fingerprint") or {}
+    fp = parts["fingerprint"]
     return {"variant": variant, "method_kwargs": method_kwargs or {}, "dataset": parts["dataset"],
-            "split": parts.get("split_name", parts["dataset"]), "ratio": parts["ratio"], "seed": parts["seed"],
-            "data_content": fp.get("content"), "data_ids": fp.get("ids"), "profile": profile.to_dict(),
+            "split": parts["split_name"], "ratio": parts["ratio"], "seed": parts["seed"],
+            "data_content": fp["content"], "data_ids": fp["ids"], "profile": profile.to_dict(),
             "busnb_source": source_hash()}
 
 
@@ -139,7 +139,8 @@ def _publish_stage(info: dict, where: Path) -> None:
             write_json(dest, {**json.loads(src.read_text()), "stage_dir": info["dir"]})
 
 
-def _profile_from(d: dict) -> Profile:
+def profile_from_dict(d: dict) -> Profile:
+    """A Profile from its ``to_dict()`` form (as stored in run.json); unknown keys are ignored."""
     from dataclasses import fields
 
     from .data.phantom import PhantomConfig
@@ -165,16 +166,15 @@ def load_net(run_dir: str | Path, device="cpu"):
     if not meta.is_file() or not best.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished busnb run (needs run.json and best.pt). Fix: train "
                                 "it with `busnb train ... --out` or point at the run folder.")
-    prof = _profile_from(json.loads(meta.read_text())["identity"]["profile"])
+    prof = profile_from_dict(json.loads(meta.read_text())["identity"]["profile"])
     net = net_factory(prof)()
     net.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["net"])
     return net.to(device).eval(), prof
 
 
-def load_trained(out_dir: str | Path, profile: Profile, method: str, method_kwargs: dict | None = None,
-                 parts: dict | None = None):
+def load_trained(out_dir: str | Path, profile: Profile, method: str, method_kwargs: dict | None = None):
     """The method object of a finished run with its last state, the selected network in ``eval_net()``, and
-    its stages re-attached from the stage cache (given ``parts``, else read from the run's metrics.json)."""
+    its stages re-attached from the stage cache (listed in the run's metrics.json)."""
     import json
 
     import torch

@@ -62,6 +62,20 @@ def check_params(**params) -> None:
     for k in ("root", "busi_root", "eval_root", "images", "model_dir"):
         if p.get(k) and not Path(p[k]).exists():
             raise ValueError(f"{k}={p[k]!r}: no such file or folder")
+    if p.get("model_dir"):
+        m = Path(p["model_dir"])
+        if not (m.is_file() and m.suffix == ".pt") and not (m / "best.pt").is_file():
+            raise ValueError(f"model_dir={p['model_dir']!r}: not a trained run (no best.pt there). Pass the folder "
+                             "`busnb train` printed, or its best.pt.")
+    if "threshold" in p and not 0 < p["threshold"] < 1:
+        raise ValueError(f"threshold={p['threshold']}: must be between 0 and 1 (exclusive)")
+    if "eval_part" in p:
+        from .predict import PARTS
+
+        if p["eval_part"] not in PARTS:
+            raise ValueError(f"eval_part={p['eval_part']!r}: choose one of {PARTS}")
+    if p.get("eval_dataset") == "folder" and not p.get("eval_root"):
+        raise ValueError("eval_dataset='folder' needs eval_root=<folder with images/ and masks/>")
     if "backend" in p and p["backend"] not in ("appearance", "gdino_sam"):
         raise ValueError(f"backend={p['backend']!r}: appearance or gdino_sam")
     if p.get("dataset") == "folder" and "root" in p and not p.get("root"):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +57,12 @@ def _run_info(run_dir: Path) -> dict:
 
 
 def _profile_from(info: dict, run_dir: Path):
-    from .config import Profile, get_profile
-    from .data.phantom import PhantomConfig
+    from .config import get_profile
+    from .experiment import profile_from_dict
 
     prof = info.get("profile")
     if isinstance(prof, dict):
-        known = {f.name for f in fields(Profile)}
-        d = {k: v for k, v in prof.items() if k in known}
-        for k in ("decoder_channels", "seeds", "ratios"):
-            if k in d and d[k] is not None:
-                d[k] = tuple(d[k])
-        if isinstance(d.get("phantom"), dict):
-            d["phantom"] = PhantomConfig(**d["phantom"])
-        return Profile(**d)
+        return profile_from_dict(prof)
     if isinstance(prof, str):
         return get_profile(prof)
     raise FileNotFoundError(f"{run_dir}: neither run.json nor metrics.json names the profile. Fix: pass the "
@@ -114,9 +105,9 @@ def _state_of(ckpt: Path) -> dict:
 def load_model(run_or_checkpoint, device: str = "auto"):
     """``(net, profile, run_dir, checkpoint)``: the selected network of a run, in eval mode on ``device``.
 
-    Uses ``busnb.experiment.load_net`` (rebuilds from ``run.json``) when this checkout has it; older runs
-    without ``run.json`` are rebuilt from ``metrics.json``'s profile name and the checkpoint's own shapes."""
-    from . import experiment
+    Uses ``busnb.experiment.load_net`` (rebuilds from ``run.json``); older runs without ``run.json`` are
+    rebuilt from ``metrics.json``'s profile name and the checkpoint's own shapes."""
+    from .experiment import load_net
     from .models import build_model, pick_device
 
     run_dir, ckpt = _resolve(run_or_checkpoint)
@@ -125,8 +116,8 @@ def load_model(run_or_checkpoint, device: str = "auto"):
         print(f"note: {run_dir} has no metrics.json (training unfinished or interrupted?): using {ckpt.name}, "
               "the best validation epoch so far")
     net = prof = None
-    if hasattr(experiment, "load_net") and (run_dir / "run.json").is_file():
-        net, prof = experiment.load_net(run_dir, device="cpu")
+    if (run_dir / "run.json").is_file():
+        net, prof = load_net(run_dir, device="cpu")
         if ckpt.resolve() != (run_dir / "best.pt").resolve():
             net.load_state_dict(_state_of(ckpt))
     else:
@@ -377,6 +368,33 @@ def evaluate_run(run_dir, dataset: str, root=None, part: str = "test", split_see
     write_json(dest / "metrics.json", result)
     result["out"] = str(dest)
     return result
+
+
+def finished_runs(folder) -> list[Path]:
+    """Run folders directly under ``folder`` with a selected network (best.pt) and a test result."""
+    return sorted(p.parent for p in Path(folder).glob("*/metrics.json") if (p.parent / "best.pt").is_file())
+
+
+def write_format_examples(samples, folder) -> Path:
+    """Copies of six samples' images in the formats users bring (8-bit PNG, 16-bit PNG, RGB JPEG, another size)
+    plus a ``.DS_Store`` that predict must skip: the demo input of ``08_apply_model``."""
+    from PIL import Image
+
+    from .data import read_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = [read_image(s.image) for s in samples[:6]]
+    if len(src) < 6:
+        raise ValueError(f"write_format_examples needs 6 samples, got {len(src)}")
+    Image.fromarray(src[0]).save(folder / "scan_a.png")                                        # 8-bit grayscale
+    Image.fromarray(src[1].astype(np.uint16) * 257).save(folder / "scan_b_16bit.png")          # 16-bit PNG
+    Image.fromarray(np.stack([src[2]] * 3, -1)).save(folder / "scan_c_rgb.jpg", quality=92)     # RGB JPEG
+    Image.fromarray(src[3]).resize((224, 150), Image.BILINEAR).save(folder / "scan_d_wide.png")  # other size
+    Image.fromarray(src[4]).save(folder / "scan_e.png")
+    Image.fromarray(src[5]).save(folder / "scan_f.png")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")                                        # skipped
+    return folder
 
 
 def cross_dataset_table(run_dirs, metric: str = "dice", scale: float = 100.0):

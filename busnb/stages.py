@@ -57,8 +57,8 @@ def _ids_hash(samples) -> str:
 
 def stage_key(spec: StageSpec, ctx: StageContext) -> tuple[str, dict]:
     p = ctx.parts
-    inputs = {"kind": spec.kind, "params": spec.params, "dataset": p["dataset"], "split": p.get("split_name"),
-              "content": (p.get("fingerprint") or {}).get("content"), "seed": ctx.seed,
+    inputs = {"kind": spec.kind, "params": spec.params, "dataset": p["dataset"], "split": p["split_name"],
+              "content": p["fingerprint"]["content"], "seed": ctx.seed,
               "labeled": _ids_hash(p["labeled"]), "unlabeled": _ids_hash(p["unlabeled"]), "val": _ids_hash(p["val"]),
               "profile": ctx.profile.to_dict(), "code": source_hash()}
     key = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -117,7 +117,7 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     p, prof, sp = ctx.parts, ctx.profile, spec.params
     cfg = PseudoLabelConfig(**({"prompt": sp["prompt"]} if sp.get("prompt") else {}), min_fg=sp.get("min_fg", 0.01))
     backend = backend_from_name(sp.get("backend", "appearance"), **sp.get("kwargs", {}))
-    data_id = dataset_cache_id(p.get("split_name", p["dataset"]), p["samples"])
+    data_id = dataset_cache_id(p["split_name"], fingerprint=p["fingerprint"])
     import os
 
     workers = int(os.environ.get("BUSNB_APPG_WORKERS", "1")) if backend.name == "appearance" else 1

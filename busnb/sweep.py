@@ -192,9 +192,8 @@ def sweep(profile: str, variants, ratios, seeds, out: str | Path, per_gpu: int =
 
 
 def cmd_sweep(a) -> int:
-    from .config import check_overrides
     from .cli import _kv
-    from .config import get_profile
+    from .config import check_overrides, get_profile
     from .paths import runs_dir
 
     check_overrides(a.profile, _kv(a.set))  # before anything starts

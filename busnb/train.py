@@ -61,7 +61,7 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict:
     """CPU and CUDA generator states (CPU tensors), for a checkpoint."""
     st = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # noqa: SIM102
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     return st
 
@@ -197,15 +197,31 @@ class Trainer:
     def _autocast(self, cache: bool = True):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp, cache_enabled=cache)
 
-    def _eager_step(self, bl, bu, step):
-        with self._autocast():
+    def _step_body(self, bl, bu, step, cache: bool = True):
+        """Forward, backward, optimiser step, ``after_step``: the one step, run eagerly or recorded into the
+        CUDA graph (there the loss scaler is disabled, so it is a plain ``opt.step()``)."""
+        with self._autocast(cache):
             loss, terms = self.method.loss(bl, bu, step)
-        self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.method.after_step(step)
-        return loss, terms
+        return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def train_step(self, li_s, ui_s, step: int):
+        """One optimiser step on the batch indexed by ``li_s`` / ``ui_s`` (rows of :meth:`_indices`):
+        replays the captured graph when there is one, else runs :meth:`_step_body` eagerly."""
+        if self._graph is not None:
+            self._sl.copy_(li_s)
+            if self._su is not None:
+                self._su.copy_(ui_s)
+            self._step_t.fill_(step)
+            self._graph.replay()
+            return self._g_out
+        self.opt.zero_grad(set_to_none=True)
+        bl = self._batch(self.labeled, li_s)
+        bu = self._batch(self.unlabeled, ui_s) if ui_s is not None else None
+        return self._step_body(bl, bu, step)
 
     # captured step -------------------------------------------------------------
     def _build_graph(self, li, ui):
@@ -216,7 +232,6 @@ class Trainer:
         self._sl = li[0].clone()
         self._su = ui[0].clone() if ui is not None else None
         self._step_t = torch.zeros((), device=dev, dtype=torch.float32)
-        # make sure optimiser state exists (capturable Adam keeps step on the device) before snapshotting
         snap_rng = rng_state()  # warm-up draws random numbers too: restored below, so capture changes nothing
         snap_m = {k: v.detach().clone() for k, v in self.method.state_dict().items()}
         had_state = len(self.opt.state) > 0
@@ -226,12 +241,7 @@ class Trainer:
         def body():
             bl = self._batch(self.labeled, self._sl)
             bu = self._batch(self.unlabeled, self._su) if self._su is not None else None
-            with self._autocast(cache=False):
-                loss, terms = self.method.loss(bl, bu, self._step_t)
-            loss.backward()
-            self.opt.step()
-            self.method.after_step(self._step_t)
-            return loss.detach(), {k: v.detach() for k, v in terms.items()}
+            return self._step_body(bl, bu, self._step_t, cache=False)
 
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -256,14 +266,6 @@ class Trainer:
         set_rng_state(snap_rng)
         self._graph = g
 
-    def _captured_step(self, li_s, ui_s, step):
-        self._sl.copy_(li_s)
-        if self._su is not None:
-            self._su.copy_(ui_s)
-        self._step_t.fill_(step)
-        self._graph.replay()
-        return self._g_out
-
     def fit(self, resume: bool = True) -> dict:
         """Train from ``last.pt`` if present (``resume``), else from the networks as built. Seeding is the
         caller's job (once, at the top of a run: :func:`seed_everything`); the data order is a function of
@@ -283,15 +285,9 @@ class Trainer:
             if self.capture and self._graph is None:
                 self._build_graph(li, ui)
             for s in range(self.steps):
-                step = epoch * self.steps + s
-                if self._graph is not None:
-                    loss, terms = self._captured_step(li[s], ui[s] if ui is not None else None, step)
-                else:
-                    bl = self._batch(self.labeled, li[s])
-                    bu = self._batch(self.unlabeled, ui[s]) if ui is not None else None
-                    loss, terms = self._eager_step(bl, bu, step)
-                for k, v in {"loss": loss.detach(), **terms}.items():  # summed on device: no sync per step
-                    logs[k] = logs.get(k, 0.0) + v.detach().float()
+                loss, terms = self.train_step(li[s], ui[s] if ui is not None else None, epoch * self.steps + s)
+                for k, v in {"loss": loss, **terms}.items():  # summed on device: no sync per step
+                    logs[k] = logs.get(k, 0.0) + v.float()
             logs = {k: float(v) / self.steps for k, v in logs.items()}
             val, empty = self.validate_stats()
             self._sched_step(val)
@@ -409,7 +405,7 @@ def evaluate_and_write(net, parts: dict, size: int, out, variant: str, seed: int
     result = {"method": variant, "variant": variant, "dataset": parts["dataset"], "ratio": parts["ratio"],
               "seed": seed, "profile": profile.name, "n_labeled": len(parts["labeled"]),
               "n_unlabeled": len(parts["unlabeled"]), "n_test": len(parts["test"]),
-              "split": parts.get("split_name", parts["dataset"]), "fingerprint": parts.get("fingerprint"),
+              "split": parts["split_name"], "fingerprint": parts["fingerprint"],
               "test_resolution": "original", "test": summarize(rows), "provenance": provenance(dev), **extra}
     write_json(Path(out) / "metrics.json", result)
     return result

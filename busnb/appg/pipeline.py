@@ -43,12 +43,15 @@ class PseudoLabelConfig:
             raise ValueError(f"box_policy must be one of {BOX_POLICIES}")
 
 
-def dataset_cache_id(name: str, samples) -> str:
-    """The cache's name for a dataset copy: its split name plus its content fingerprint, so two copies
-    that share a name (a resized BUSI, two folders called my_data) never share pseudo-labels."""
-    from ..data.fingerprint import dataset_fingerprint
+def dataset_cache_id(name: str, samples=None, fingerprint: dict | None = None) -> str:
+    """The cache's name for a dataset copy: its split name plus its content fingerprint (given, or computed
+    from ``samples``), so two copies that share a name (a resized BUSI, two folders called my_data) never
+    share pseudo-labels."""
+    if fingerprint is None:
+        from ..data.fingerprint import dataset_fingerprint
 
-    return f"{name}-{dataset_fingerprint(samples)['content']}"
+        fingerprint = dataset_fingerprint(samples)
+    return f"{name}-{fingerprint['content']}"
 
 
 def cache_key(dataset: str, backend, cfg: PseudoLabelConfig) -> tuple[str, dict]:

@@ -39,8 +39,16 @@ class SegArrays(torch.utils.data.Dataset):
             self.images[i, 0] = torch.from_numpy(im.copy())
             self.masks[i, 0] = torch.from_numpy(m.copy())
 
+    @classmethod
+    def from_tensors(cls, images: torch.Tensor, masks: torch.Tensor, samples=()) -> "SegArrays":
+        """Arrays made from uint8 images (N,1,S,S) and bool masks of the same shape (no files read)."""
+        self = cls.__new__(cls)
+        self.samples, self.size = list(samples), images.shape[-1]
+        self.images, self.masks = images, masks
+        return self
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.images)
 
     def __getitem__(self, i: int):
         return {"image": self.images[i].float() / 255.0, "mask": self.masks[i].float(), "index": i}

@@ -63,15 +63,17 @@ class Method(nn.Module):
         raise ValueError(f"{self.name} has no stage {kind!r}")
 
     # -- checkpoints -----------------------------------------------------------
+    def _frozen_key(self, key: str) -> bool:
+        return key.startswith(tuple(f + "." for f in self.frozen))
+
     def checkpoint_state(self) -> dict:
         """What ``last.pt`` stores: the state dict without the frozen stage networks (``frozen``), which are
         re-attached from the stage cache on resume."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(tuple(f + "." for f in self.frozen))}
+        return {k: v for k, v in self.state_dict().items() if not self._frozen_key(k)}
 
     def load_checkpoint_state(self, state: dict) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
-        frozen = tuple(f + "." for f in self.frozen)
-        missing = [k for k in missing if not k.startswith(frozen)]
+        missing = [k for k in missing if not self._frozen_key(k)]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint does not match method '{self.name}': missing {missing[:5]}, "
                                f"unexpected {unexpected[:5]}")
