@@ -1,4 +1,4 @@
-"""Command line: ``busnb run | train | sweep | bench | splits | pseudo-label | predict | evaluate``.
+"""Command line: ``busnb run | train | sweep | bench | splits | pseudo-label | pretrain | vlm-pretrain | predict | evaluate``.
 ``busnb <cmd> -h`` for options. Errors print ``error: <message>`` (the full traceback with ``--debug``)."""
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks with papermill for a profile")
-    r.add_argument("--profile", default="smoke", choices=["smoke", "cpu", "gpu"])
+    r.add_argument("--profile", default="smoke", choices=["smoke", "cpu", "gpu", "scratch"])
     r.add_argument("--notebooks", nargs="*", help="subset of notebooks (default: all, in order)")
     r.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value (JSON value)")
     r.add_argument("--out", help="run folder (default runs/<timestamp>-<profile>)")
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
 
-    for mod in ("predict", "bench", "sweep"):
+    for mod in ("predict", "bench", "sweep", "ssl", "vlm"):
         try:
             getattr(__import__(f"busnb.{mod}", fromlist=["add_parsers"]), "add_parsers")(sub)
         except (ImportError, AttributeError):

@@ -4,6 +4,15 @@
 * ``cpu``   - BUSI at 128 px, ResNet-18 U-Net from scratch, 40 epochs: a laptop, < 1 h per run.
 * ``gpu``   - the paper recipe: BUSI, 224 px, ResNet-34 U-Net, Adam, ReduceLROnPlateau,
   batch 4 labeled + 4 unlabeled, 100 epochs, no augmentation.
+* ``scratch`` - the recipe for training with no downloaded weights, next to the faithful ``gpu`` one and
+  applied to every method alike: the same network, data and batch, but lr 1e-3 (1e-4 is an ImageNet
+  fine-tuning rate), 150 epochs, ultrasound augmentation (``busnb.augment``: flips, small affine, gamma,
+  blur, speckle) and the encoder pretrained in-domain with SimCLR on the split's train pool
+  (``encoder_weights=ssl``, ``busnb.ssl``).
+
+``encoder_weights``: None (from scratch), ``ssl`` (the in-domain encoder of the run's dataset and split seed,
+pretrained for ``ssl_epochs`` epochs and cached), the path of an ``encoder.pt``, or a name smp downloads
+(``imagenet``; not possible offline). ``augment``: ``none`` | ``weak`` | ``us`` (``busnb.augment``).
 """
 from __future__ import annotations
 
@@ -26,21 +35,37 @@ class Profile:
     lr: float = 1e-3
     plateau_patience: int = 10
     encoder_weights: str | None = None
+    augment: str = "none"
+    ssl_epochs: int = 100
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     seeds: tuple = (0,)
     ratios: tuple = (2.5,)
+    ndim: int = 2               # 3: volumes (busnb.vol; `python -m busnb.vol train`), image_size = volume edge
+    patch_size: tuple = ()      # 3D: training crop (d, h, w) and sliding-window size
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", "phantom", 64, "resnet18", (64, 32, 16, 16, 8), epochs=3, steps_per_epoch=6,
+    "smoke": Profile("smoke", "phantom", 64, "resnet18", (64, 32, 16, 16, 8), epochs=3, steps_per_epoch=6, ssl_epochs=2,
                      batch_labeled=2, batch_unlabeled=2, plateau_patience=2),
     "cpu": Profile("cpu", "busi", 128, "resnet18", (128, 64, 32, 16, 16), epochs=40, steps_per_epoch=None,
-                   plateau_patience=5, ratios=(2.5, 100.0)),
+                   plateau_patience=5, ratios=(2.5, 100.0), ssl_epochs=80),
     "gpu": Profile("gpu", "busi", 224, "resnet34", (256, 128, 64, 32, 16), epochs=100, steps_per_epoch=None,
                    lr=1e-4, plateau_patience=10, seeds=(0, 1, 2), ratios=(2.5, 10.0, 20.0, 100.0)),
+    "scratch": Profile("scratch", "busi", 224, "resnet34", (256, 128, 64, 32, 16), epochs=150, steps_per_epoch=None,
+                       lr=1e-3, plateau_patience=15, encoder_weights="ssl", augment="us", ssl_epochs=200,
+                       seeds=(0, 1, 2), ratios=(2.5, 10.0)),
+    # 3D (busnb.vol): the 3D phantom (``phantom``: n_images volumes of size^3 voxels), MONAI 3D U-Net (``encoder``
+    # names the 3D architecture, ``decoder_channels`` its 6 BasicUNet widths; vnet for GPUs), random patches,
+    # sliding-window validation and test
+    "smoke3d": Profile("smoke3d", "phantom3d", 40, "unet3d", (4, 4, 8, 8, 16, 4), epochs=2, steps_per_epoch=2,
+                       batch_labeled=1, batch_unlabeled=1, plateau_patience=2, phantom=PhantomConfig(n_images=8, size=40),
+                       ratios=(10.0,), ndim=3, patch_size=(32, 32, 32)),
+    "phantom3d": Profile("phantom3d", "phantom3d", 48, "unet3d", (8, 8, 16, 32, 64, 8), epochs=15, steps_per_epoch=10,
+                         batch_labeled=2, batch_unlabeled=2, plateau_patience=5,
+                         phantom=PhantomConfig(n_images=40, size=48), ratios=(10.0,), ndim=3, patch_size=(32, 32, 32)),
 }
 
 
@@ -121,6 +146,18 @@ def check_overrides(name: str, overrides: dict) -> dict:
     for k in ("epochs", "image_size", "batch_labeled", "batch_unlabeled"):
         if k in out and out[k] < 1:
             raise SettingError(f"setting {k}={out[k]}: must be at least 1.")
+    if "augment" in out:
+        from .augment import KINDS
+
+        if out["augment"] not in KINDS:
+            raise SettingError(f"setting augment={out['augment']!r}: choose one of {', '.join(KINDS)}.")
+    if "encoder_weights" in out and out["encoder_weights"] not in (None, "ssl", "imagenet"):
+        from pathlib import Path
+
+        if not Path(out["encoder_weights"]).is_file():
+            raise SettingError(f"setting encoder_weights={out['encoder_weights']!r}: no such file. Use none, ssl "
+                               "(in-domain SimCLR encoder, pretrained and cached per split seed), imagenet "
+                               "(needs a download), or the path of an encoder.pt from `busnb pretrain`.")
     if "lr" in out and not out["lr"] > 0:
         raise SettingError(f"setting lr={out['lr']}: must be positive.")
     return out

@@ -27,7 +27,7 @@ from .rundir import RunLock, check_identity, clean_tmp
 from .train import TrainConfig, Trainer, evaluate_and_write, seed_everything, train_config  # noqa: F401
 
 __all__ = ["prepare", "run_experiment", "run_name", "net_factory", "train_config", "evaluate_and_write",
-           "load_trained", "load_net", "run_identity", "profile_from_dict"]
+           "load_trained", "load_net", "run_identity", "profile_from_dict", "resolve_encoder"]
 
 
 def prepare(profile: Profile, dataset: str | None = None, ratio: float = 2.5, seed: int = 0, root=None,
@@ -55,8 +55,25 @@ def run_name(variant: str, dataset: str, ratio: float, seed: int) -> str:
     return f"{variant.replace('+', 'plus_')}-{dataset}-r{ratio:g}-s{seed}"
 
 
-def net_factory(profile: Profile):
-    return partial(build_model, profile.encoder, profile.encoder_weights, profile.decoder_channels)
+def net_factory(profile: Profile, init: bool = True):
+    """A function building the profile's network. ``init=False`` leaves the encoder random (for networks
+    whose weights are loaded right after, e.g. from ``best.pt``), so no download or pretraining is needed."""
+    weights = profile.encoder_weights if init else None
+    return partial(build_model, profile.encoder, weights, profile.decoder_channels)
+
+
+def resolve_encoder(profile: Profile, parts: dict, progress: bool = True) -> Profile:
+    """``encoder_weights=ssl`` replaced by the path of this split seed's in-domain SimCLR encoder
+    (``busnb.ssl.pretrain_encoder``: pretrained now on the train pool if not cached); other profiles as given."""
+    if profile.encoder_weights != "ssl":
+        return profile
+    from dataclasses import replace
+
+    from .ssl import SSLConfig, pretrain_encoder
+
+    path = pretrain_encoder(parts, profile.encoder, profile.image_size, SSLConfig(epochs=profile.ssl_epochs),
+                            progress=progress)
+    return replace(profile, encoder_weights=str(path))
 
 
 def run_identity(profile: Profile, variant: str, parts: dict, method_kwargs: dict | None) -> dict:
@@ -94,8 +111,9 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
             if progress:
                 print(f"{out}: finished run with the same data, settings and code: reused (--force retrains)")
             return json.loads((out / "metrics.json").read_text())
+        built = resolve_encoder(profile, parts, progress)  # the SSL encoder: own RNG stream, cached
         seed_everything(seed)  # once, before any network is built
-        m = build_method(method, net_factory(profile), **(method_kwargs or {}))
+        m = build_method(method, net_factory(built), **(method_kwargs or {}))
         size = profile.image_size
         labeled = SegArrays(parts["labeled"], size, progress=progress)
         val = SegArrays(parts["val"], size, progress=progress)
@@ -105,7 +123,7 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
         if specs:
             from .stages import StageContext, run_stage
 
-            ctx = StageContext(parts, profile, seed, net_factory(profile), {"labeled": labeled, "val": val},
+            ctx = StageContext(parts, profile, seed, net_factory(built), {"labeled": labeled, "val": val},
                                dict(train_kwargs or {}), progress)
             for spec in specs:
                 st, info = run_stage(spec, ctx)
@@ -167,7 +185,7 @@ def load_net(run_dir: str | Path, device="cpu"):
         raise FileNotFoundError(f"{run_dir}: not a finished busnb run (needs run.json and best.pt). Fix: train "
                                 "it with `busnb train ... --out` or point at the run folder.")
     prof = profile_from_dict(json.loads(meta.read_text())["identity"]["profile"])
-    net = net_factory(prof)()
+    net = net_factory(prof, init=False)()
     net.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["net"])
     return net.to(device).eval(), prof
 
@@ -180,7 +198,7 @@ def load_trained(out_dir: str | Path, profile: Profile, method: str, method_kwar
     import torch
 
     out_dir = Path(out_dir)
-    m = build_method(method, net_factory(profile), **(method_kwargs or {}))
+    m = build_method(method, net_factory(profile, init=False), **(method_kwargs or {}))
     st = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
     m.load_checkpoint_state(st["method"])
     metrics = out_dir / "metrics.json"

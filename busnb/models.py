@@ -17,13 +17,17 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, encoder: str = "resnet34", encoder_weights: str | None = None, in_channels: int = 1,
-                 decoder_channels=(256, 128, 64, 32, 16)):
+                 decoder_channels=(256, 128, 64, 32, 16), arch: str = "unet"):
         super().__init__()
         import segmentation_models_pytorch as smp
 
         try:
-            self.net = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
-                                classes=1, decoder_channels=tuple(decoder_channels))
+            if arch == "unet":
+                self.net = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
+                                    classes=1, decoder_channels=tuple(decoder_channels))
+            else:  # another smp architecture (e.g. the second network of the dual-network method)
+                self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
+                                            in_channels=in_channels, classes=1)
         except Exception as e:  # offline: hub download fails with a variety of errors
             if encoder_weights is None:
                 raise
@@ -33,18 +37,45 @@ class SegNet(nn.Module):
                 "or on a connected machine download them once (they land in the Hugging Face cache, "
                 "~/.cache/huggingface) and copy that cache here."
             ) from e
-        self.feature_channels = decoder_channels[-1]
+        self.arch = arch
+        self.feature_channels = decoder_channels[-1] if arch == "unet" else None
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         feats = self.net.encoder(x)
         dec = self.net.decoder(feats)
         logits = self.net.segmentation_head(dec)
+        if return_features and dec.shape[-2:] != logits.shape[-2:]:  # decoders ending below full resolution (FPN)
+            dec = torch.nn.functional.interpolate(dec, size=logits.shape[-2:], mode="bilinear", align_corners=False)
         return (logits, dec) if return_features else logits
 
 
+# The second, different architecture of two-network methods (``build_model(..., arch="partner")``): smp LinkNet
+# (additive skips) on a MobileNet-V2 encoder (inverted residuals), beside the U-Net on a ResNet: different
+# encoder and decoder, as the dual-network method (arXiv 2509.13084) pairs a V-Net with a ResNet-34 in 3D.
+# Always from scratch (a pretrained encoder.pt of the profile's encoder does not fit it).
+PARTNER_2D = ("linknet", "mobilenet_v2")
+
+
 def build_model(encoder: str = "resnet34", encoder_weights: str | None = None,
-                decoder_channels=(256, 128, 64, 32, 16), in_channels: int = 1) -> SegNet:
-    return SegNet(encoder, encoder_weights, in_channels, decoder_channels)
+                decoder_channels=(256, 128, 64, 32, 16), in_channels: int = 1, arch: str = "unet") -> SegNet:
+    """A :class:`SegNet`. ``encoder_weights``: None (from scratch), a name smp knows (``imagenet``: needs the
+    download), or the path of an ``encoder.pt`` (e.g. the in-domain SimCLR encoder of ``busnb pretrain``).
+    ``ssl`` must be resolved to a path first (``busnb.experiment.resolve_encoder``). ``arch``: ``unet`` (the
+    profile's network), another smp architecture on the same encoder (``linknet``, ``fpn``, ...), or ``partner``
+    (:data:`PARTNER_2D`, from scratch)."""
+    if arch == "partner":
+        return SegNet(PARTNER_2D[1], None, in_channels, decoder_channels, arch=PARTNER_2D[0])
+    from .ssl import is_path, load_encoder
+
+    if encoder_weights == "ssl":
+        raise ValueError("encoder_weights='ssl' names the in-domain encoder of a dataset and split seed; it is "
+                         "resolved by the experiment (busnb train / run_experiment). Outside a run, pretrain it "
+                         "with `busnb pretrain` and pass encoder_weights=<path to encoder.pt>.")
+    if is_path(encoder_weights):
+        net = SegNet(encoder, None, in_channels, decoder_channels, arch=arch)
+        load_encoder(net, encoder_weights)
+        return net
+    return SegNet(encoder, encoder_weights, in_channels, decoder_channels, arch=arch)
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -54,6 +54,8 @@ def check_params(**params) -> None:
             raise ValueError(f"{k}={p[k]!r}: choose one of {DATASETS} (or None for the profile's dataset)")
     if "ratio" in p and float(p["ratio"]) not in RATIOS:
         raise ValueError(f"ratio={p['ratio']!r}: splits exist for {RATIOS} (% of train labeled)")
+    if p.get("ssl_epochs") is not None and (not isinstance(p["ssl_epochs"], int) or p["ssl_epochs"] < 1):
+        raise ValueError(f"ssl_epochs={p['ssl_epochs']!r}: a positive integer, or None for the profile's")
     for k in ("seed", "split_seed"):
         if k in p and (not isinstance(p[k], int) or p[k] < 0):
             raise ValueError(f"{k}={p[k]!r}: a non-negative integer")

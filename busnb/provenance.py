@@ -8,12 +8,13 @@ import subprocess
 from .paths import PACKAGE_DIR
 
 
-@functools.lru_cache(maxsize=1)
-def source_hash() -> str:
+@functools.lru_cache(maxsize=None)
+def source_hash(*files: str) -> str:
     """12 hex digits of SHA-1 over every ``busnb/**/*.py`` file (path and bytes): the code version that
-    run identities and stage caches are keyed by. Works without git (a wheel install)."""
+    run identities and stage caches are keyed by. Works without git (a wheel install). With ``files``
+    (paths relative to the package), only those: for caches whose result depends on a few modules."""
     h = hashlib.sha1()
-    for f in sorted(PACKAGE_DIR.rglob("*.py")):
+    for f in (sorted(PACKAGE_DIR / x for x in files) if files else sorted(PACKAGE_DIR.rglob("*.py"))):
         h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 

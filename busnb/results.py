@@ -113,7 +113,7 @@ def predictions_by_variant(df, profile, n_images: int = 4):
             if not ckpt.is_file():
                 print(f"{r['method']}: no network at {r['path']} (stage cache cleared?); not shown")
                 continue
-        net = net_factory(profile)()
+        net = net_factory(profile, init=False)()
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["net"])
         for s, (im, gt), pr in zip(picks, pairs, predict_prob(net, [p[0] for p in pairs], profile.image_size)):
             rows.append((im, gt, pr > 0.5))

@@ -44,7 +44,7 @@ def jobs(profile: str, variants=None, ratios=None, seeds=None) -> list[tuple[str
                     for seed in seeds:
                         name = run_name(v, prof.dataset, ratio, seed)  # the split name of a published dataset
                         out.append((stem, f"-{name}", {"method": v, "ratio": ratio, "seed": seed}))
-        elif stem[:2] in ("02", "03", "04"):
+        elif stem[:2] in ("02", "03", "04", "07"):
             out.append((stem, "", {"ratio": ratios[0], **({} if stem.startswith("02") else {"seed": seeds[0]})}))
         else:
             out.append((stem, "", {}))

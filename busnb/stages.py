@@ -8,6 +8,8 @@ imports the experiment. Each stage kind is one function here:
   ``busnb.appg.pipeline``), masks with foreground <= ``min_fg`` dropped, a U-Net trained on labeled +
   kept pseudo-labels, selected on validation Dice; also scored alone on test (``appg_static_teacher``).
 * ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images.
+* ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
+  texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks).
 
 A stage folder ``<cache>/stages/<kind>/<key>/`` is keyed by everything its result depends on: the stage's
 parameters, the dataset's content fingerprint, the ids of the labeled / unlabeled / validation sets, the
@@ -139,8 +141,18 @@ def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """BCP stage 1: copy-paste among labeled images, selected on validation Dice."""
     from .methods.classic import BCPPretrain
 
-    r = _train(BCPPretrain(ctx.make_net), ctx, ctx.arrays["labeled"], out)
+    r = _train(BCPPretrain(ctx.make_net, **spec.params), ctx, ctx.arrays["labeled"], out)  # params: optimizer
     return {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"]}
 
 
+def vlm_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
+    """DuSSS step 1: the vision-language model (DCL + SSS) pretrained on the train pool's images and texts
+    (``busnb.vlm.pretrain``); ``best.pt`` holds its last epoch (no selection)."""
+    from .vlm.pretrain import pretrain_vlm
+
+    return pretrain_vlm(spec.params, ctx.parts, ctx.profile, out, progress=ctx.progress,
+                        device=ctx.train_kwargs.get("device", "auto"))
+
+
 STAGES = {"static_teacher": static_teacher, "bcp_pretrain": bcp_pretrain}
+STAGES["vlm_pretrain"] = vlm_pretrain

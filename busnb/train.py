@@ -4,7 +4,8 @@
 * each step draws ``batch_labeled`` labeled and, for semi-supervised methods,
   ``batch_unlabeled`` unlabeled images; the order is a function of (seed, epoch),
   so a resumed run continues exactly as an uninterrupted one;
-* Adam + ReduceLROnPlateau on validation Dice; the best epoch by **validation**
+* Adam + ReduceLROnPlateau on validation Dice, or a method's own recipe (``Method.optimizer_recipe``:
+  SGD with a per-iteration schedule, ``busnb.optim``); the best epoch by **validation**
   Dice is kept in ``best.pt`` (the test split is never looked at here);
 * ``last.pt`` is written atomically after every epoch and resumed from automatically.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from .atomic import torch_save, write_json
 from .data.io import load_pair
+from .augment import augment_batch, check_kind
 from .data.tensors import SegArrays, resize_pair
 from .metrics import score, soft_dice_batch
 from .models import pick_device
@@ -45,6 +47,7 @@ class TrainConfig:
     capture: bool = True           # CUDA only: the whole step captured as a CUDA graph (methods with static shapes)
     checkpoint_seconds: float | None = None  # last.pt at most this often (and always after the last epoch);
                                              # None: every epoch on CPU, every 30 s on a GPU (epochs of ~1 s)
+    augment: str = "none"         # busnb.augment: none | weak | us, on the device, every method alike
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -119,6 +122,7 @@ class Trainer:
             raise ValueError(f"method '{method.name}': the validation set is empty; model selection needs at "
                              "least one validation image (see `busnb splits`)")
         self.cfg, self.method = cfg, method
+        check_kind(cfg.augment)
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
         cuda = self.device.type == "cuda"
@@ -128,22 +132,31 @@ class Trainer:
         self.method.to(self.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        recipe = method.optimizer_recipe()  # None: shared Adam + ReduceLROnPlateau; else SGD per iteration
         self.capture = bool(cfg.capture and cuda and getattr(method, "capturable", False)
-                            and self.dtype != torch.float16)
+                            and self.dtype != torch.float16 and recipe is None)
         res_dev = self.device if cfg.resident else torch.device("cpu")
         self.labeled = labeled.to(res_dev)
         self.unlabeled = unlabeled.to(res_dev) if unlabeled is not None and method.needs_unlabeled else None
         self.val = val.to(res_dev)
-        lr = torch.tensor(cfg.lr, device=self.device) if self.capture else cfg.lr
-        self.opt = torch.optim.Adam(method.trainable(), lr=lr, weight_decay=cfg.weight_decay,
-                                    capturable=self.capture, foreach=cuda or None)
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.callbacks = list(callbacks)
         n_pool = len(labeled) + (len(unlabeled) if self.unlabeled is not None else 0)
         per_step = cfg.batch_labeled + (cfg.batch_unlabeled if method.needs_unlabeled else 0)
         self.steps = cfg.steps_per_epoch or max(1, math.ceil(n_pool / per_step))
+        method.total_steps = cfg.epochs * self.steps  # ramp-up horizons; the poly schedule's length
+        self.iter_sched = None
+        if recipe is None:
+            lr = torch.tensor(cfg.lr, device=self.device) if self.capture else cfg.lr
+            self.opt = torch.optim.Adam(method.trainable(), lr=lr, weight_decay=cfg.weight_decay,
+                                        capturable=self.capture, foreach=cuda or None)
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        else:  # the method's published recipe (busnb.optim); not captured: its lr changes every step
+            from .optim import build_optimizer
+
+            self.opt, self.iter_sched = build_optimizer(recipe, method.trainable(), method.total_steps)
+            self.sched = self.iter_sched
         self.epoch, self.best, self.history = 0, -1.0, []
         self._graph = None
         self.ckpt_every = cfg.checkpoint_seconds if cfg.checkpoint_seconds is not None else (30.0 if cuda else 0.0)
@@ -199,7 +212,10 @@ class Trainer:
 
     def _step_body(self, bl, bu, step, cache: bool = True):
         """Forward, backward, optimiser step, ``after_step``: the one step, run eagerly or recorded into the
-        CUDA graph (there the loss scaler is disabled, so it is a plain ``opt.step()``)."""
+        CUDA graph (there the loss scaler is disabled, so it is a plain ``opt.step()``). Batches are
+        augmented first (``cfg.augment``, :func:`busnb.augment.augment_batch`)."""
+        if self.cfg.augment != "none":
+            bl, bu = augment_batch(bl, self.cfg.augment), augment_batch(bu, self.cfg.augment)
         with self._autocast(cache):
             loss, terms = self.method.loss(bl, bu, step)
         self.scaler.scale(loss).backward()
@@ -221,7 +237,10 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         bl = self._batch(self.labeled, li_s)
         bu = self._batch(self.unlabeled, ui_s) if ui_s is not None else None
-        return self._step_body(bl, bu, step)
+        out = self._step_body(bl, bu, step)
+        if self.iter_sched is not None:  # a method's recipe: the learning rate of the next step
+            self.iter_sched.step()
+        return out
 
     # captured step -------------------------------------------------------------
     def _build_graph(self, li, ui):
@@ -313,7 +332,10 @@ class Trainer:
         return {"best_val_dice": self.best, "epochs": self.epoch, "history": self.history}
 
     def _sched_step(self, val: float) -> None:
-        """ReduceLROnPlateau; with a captured step the learning rate is a device tensor updated in place."""
+        """ReduceLROnPlateau; with a captured step the learning rate is a device tensor updated in place.
+        Nothing for a method's own recipe (its schedule is stepped per iteration in :meth:`train_step`)."""
+        if self.iter_sched is not None:
+            return
         before = [g["lr"] for g in self.opt.param_groups]
         self.sched.step(val)
         for g, old in zip(self.opt.param_groups, before):
@@ -325,15 +347,17 @@ class Trainer:
     @torch.no_grad()
     def validate_stats(self, batch: int = 64) -> tuple[float, float]:
         """(mean per-image Dice, fraction of images whose thresholded prediction is empty) on the validation
-        split at training resolution; batched on the device, one synchronisation at the end."""
+        split at training resolution; batched on the device, one synchronisation at the end. Validation arrays
+        with an ``infer(net, x)`` (3D volumes, ``busnb.vol.VolumeArrays``: sliding windows) predict through it."""
         net = self.method.eval_net()
         was = net.training
         net.eval()
+        infer = getattr(self.val, "infer", None)
         dices, empty = [], []
         for i in range(0, len(self.val), batch):
             b = self._batch(self.val, torch.arange(i, min(i + batch, len(self.val)), device=self.val.images.device))
             with self._autocast():
-                prob = torch.sigmoid(net(b["image"]).float())
+                prob = torch.sigmoid((infer(net, b["image"]) if infer else net(b["image"])).float())
             dices.append(soft_dice_batch(prob, b["mask"]))
             empty.append((prob > 0.5).flatten(1).sum(1).eq(0))
         net.train(was)
@@ -389,7 +413,8 @@ def train_config(profile, seed: int, n_train: int | None = None, **kw) -> TrainC
         steps = max(1, math.ceil(n_train / (profile.batch_labeled + profile.batch_unlabeled)))
     return TrainConfig(epochs=profile.epochs, batch_labeled=profile.batch_labeled,
                        batch_unlabeled=profile.batch_unlabeled, steps_per_epoch=steps,
-                       lr=profile.lr, plateau_patience=profile.plateau_patience, seed=seed, **kw)
+                       lr=profile.lr, plateau_patience=profile.plateau_patience, seed=seed,
+                       augment=getattr(profile, "augment", "none"), **kw)
 
 
 def evaluate_and_write(net, parts: dict, size: int, out, variant: str, seed: int, profile,

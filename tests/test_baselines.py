@@ -1,4 +1,6 @@
-"""Issue-5 baselines: one training step each, copy-paste masks, KL weighting, entropy filter, prototype term."""
+"""Issue-5 baselines: one training step each, copy-paste masks, KL weighting, entropy filter, prototype term.
+Issue 11: the published recipes of Mean Teacher, CPS and BCP (ramp-ups from 0, CPS's cross-entropy on the other
+network's hard labels, the optimiser hook with SGD schedules stepped per iteration, resume with it)."""
 from pathlib import Path
 import math
 from functools import partial
@@ -9,7 +11,6 @@ import torch
 from busnb.data.tensors import SegArrays
 from busnb.methods import BASELINES, build_method
 from busnb.methods.classic import copy_paste_mask, cross_pseudo_loss
-from busnb.methods.dual_uncertainty import entropy_mask, kl_weight, prototype_loss, symmetric_kl
 from busnb.models import build_model
 from busnb.train import TrainConfig, Trainer
 
@@ -53,18 +54,6 @@ def test_copy_paste_mask():
     assert torch.equal(mixed, 1 - m)
 
 
-def test_kl_weight_and_entropy_filter():
-    p = torch.tensor([0.9, 0.9, 0.5])
-    q = torch.tensor([0.9, 0.1, 0.5])
-    w = kl_weight(p, q)
-    d = 0.9 * math.log(0.9 / 0.1) + 0.1 * math.log(0.1 / 0.9)  # KL both ways is equal here
-    assert w[0] == pytest.approx(1.0) and w[2] == pytest.approx(1.0)
-    assert symmetric_kl(p, q)[1].item() == pytest.approx(d, rel=1e-4) and w[1] == pytest.approx(math.exp(-d), rel=1e-4)
-    # H(0.5) = 0.693, H(0.99) = 0.056, H(0.7) = 0.611; threshold 0.75 ln 2 = 0.520
-    m = entropy_mask(torch.tensor([0.5, 0.99, 0.7]), threshold=0.75 * math.log(2))
-    assert m.tolist() == [0.0, 1.0, 0.0]
-
-
 def test_cross_pseudo_loss_targets_are_the_other_networks_hard_labels():
     l1 = torch.tensor([[4.0, -4.0]])
     l2 = torch.tensor([[4.0, 4.0]])
@@ -103,23 +92,6 @@ def test_pseudo_loss_option_is_checked():
         build_method("cps", TINY, pseudo_loss="dice")
 
 
-def test_prototype_term():
-    # 2 feature dims; reliable background pixels point to +x, reliable lesion pixels to +y
-    feats = torch.zeros(1, 2, 1, 6)
-    feats[0, 0, 0, :2] = 1.0           # reliable background
-    feats[0, 1, 0, 2:4] = 1.0          # reliable lesion
-    pseudo = torch.tensor([[[[0, 0, 1, 1, 1, 0]]]]).float()
-    reliable = torch.tensor([[[[1, 1, 1, 1, 0, 0]]]]).bool()
-    feats[0, 1, 0, 4] = 1.0            # uncertain, pseudo lesion, aligned with the lesion prototype
-    feats[0, 0, 0, 5] = 1.0            # uncertain, pseudo background, aligned with background
-    good = prototype_loss(feats, pseudo, reliable, temperature=0.1)
-    swapped = torch.tensor([[[[0, 0, 1, 1, 0, 1]]]]).float()  # the two uncertain pixels get the wrong class
-    bad = prototype_loss(feats, swapped, reliable, temperature=0.1)
-    assert good.item() < 0.01 and bad.item() > 5.0
-    none = prototype_loss(feats, pseudo, torch.zeros_like(reliable))
-    assert none.item() == 0.0 and torch.isfinite(none)
-
-
 def test_bcp_pretraining_stage_runs_and_initialises_the_teacher(tmp_path):
     """BCP declares its copy-paste pre-training as a stage; the experiment trains it through the same trainer,
     caches it, and both student and teacher start from it."""
@@ -145,3 +117,171 @@ def test_bcp_pretraining_stage_runs_and_initialises_the_teacher(tmp_path):
     assert r2["stages"][0]["dir"] == str(pre) and (pre / "best.pt").stat().st_mtime_ns == mtime
     st = torch.load(pre / "best.pt", weights_only=False)["net"]
     assert set(st) == set(m.student.state_dict())
+
+
+# -- issue 11: published recipes ---------------------------------------------------------------------------
+
+def _batches(arrays, n_l=2, n_u=2):
+    lab, unl, _ = arrays
+    return lab.batch(torch.arange(n_l)), unl.batch(torch.arange(n_u))
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "cps"])
+def test_unsupervised_weight_ramps_up_from_zero(name, arrays):
+    """w(t) = 0.1 exp(-5 (1 - t/T)^2): ~0 at the first step (0.1 e^-5 = 6.7e-4), 0.1 from t = T on; with
+    rampup_steps None, T is the whole run, which the trainer sets (total_steps)."""
+    torch.manual_seed(0)
+    m = build_method(name, TINY)
+    bl, bu = _batches(arrays)
+    with pytest.raises(ValueError, match="total_steps"):  # outside a trainer the horizon is unknown
+        m.loss(bl, bu, 0)
+    m.total_steps = 200
+    w = [float(m.loss(bl, bu, t)[1]["w"]) for t in (0, 100, 200, 500)]
+    assert w[0] == pytest.approx(0.1 * math.exp(-5), rel=1e-5) and w[0] < 1e-3
+    assert w[1] == pytest.approx(0.1 * math.exp(-5 * 0.25), rel=1e-5)
+    assert w[2] == pytest.approx(0.1) and w[3] == pytest.approx(0.1)
+    fixed = build_method(name, TINY, rampup_steps=10)  # an explicit length needs no trainer
+    assert float(fixed.loss(bl, bu, 10)[1]["w"]) == pytest.approx(0.1)
+
+
+def test_trainer_sets_the_ramp_horizon_to_the_whole_run(arrays, tmp_path):
+    lab, unl, val = arrays
+    m = build_method("cps", TINY)
+    cfg = TrainConfig(epochs=3, batch_labeled=2, batch_unlabeled=2, steps_per_epoch=2, progress=False)
+    t = Trainer(m, cfg, lab, val, unl, tmp_path)
+    assert m.total_steps == 6
+    t.fit(resume=False)
+    w = [h["w"] for h in t.history]  # epoch means of w(t) over steps (0, 1), (2, 3), (4, 5) of T = 6
+    expect = [sum(0.1 * math.exp(-5 * (1 - s / 6) ** 2) for s in pair) / 2 for pair in ((0, 1), (2, 3), (4, 5))]
+    assert w == pytest.approx(expect, rel=1e-5)
+
+
+def test_cps_loss_is_cross_entropy_on_the_other_networks_argmax():
+    """Hand-made logits: net 1 learns net 2's hard labels and vice versa, pixel-mean BCE, no gradient
+    through the pseudo-labels."""
+    l1 = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]], requires_grad=True)
+    l2 = torch.tensor([[[[-1.0, 3.0], [2.0, -2.0]]]], requires_grad=True)
+    y1 = [1.0, 0.0, 1.0, 0.0]                     # [l1 > 0]
+    y2 = [0.0, 1.0, 1.0, 0.0]                     # [l2 > 0]
+
+    def bce(z, y):
+        p = 1 / (1 + math.exp(-z))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    z1, z2 = l1.detach().flatten().tolist(), l2.detach().flatten().tolist()
+    expect = sum(bce(z, y) for z, y in zip(z1, y2)) / 4 + sum(bce(z, y) for z, y in zip(z2, y1)) / 4
+    loss = cross_pseudo_loss(l1, l2)
+    assert loss.item() == pytest.approx(expect, rel=1e-6)
+    loss.backward()
+    # d/dz BCE(z, y) = sigmoid(z) - y, over 4 pixels; the target (the other network's label) is a constant
+    g1 = [(1 / (1 + math.exp(-z)) - y) / 4 for z, y in zip(z1, y2)]
+    g2 = [(1 / (1 + math.exp(-z)) - y) / 4 for z, y in zip(z2, y1)]
+    assert l1.grad.flatten().tolist() == pytest.approx(g1, rel=1e-5)
+    assert l2.grad.flatten().tolist() == pytest.approx(g2, rel=1e-5)
+
+
+def test_optimizer_hook_builds_the_published_sgd(arrays, tmp_path):
+    """optimizer="paper": SGD(lr 0.01, momentum 0.9, weight decay 1e-4) with poly(0.9) stepped per iteration:
+    the lr of step k is 0.01 (1 - k/T)^0.9; "shared" keeps the profile's Adam + ReduceLROnPlateau."""
+    lab, unl, val = arrays
+    cfg = TrainConfig(epochs=2, batch_labeled=2, batch_unlabeled=2, steps_per_epoch=3, progress=False)
+    m = build_method("cps", TINY, optimizer="paper")
+    assert m.optimizer_recipe()["schedule"] == "poly"
+    t = Trainer(m, cfg, lab, val, unl, tmp_path / "paper")
+    assert isinstance(t.opt, torch.optim.SGD) and not t.capture
+    g = t.opt.param_groups[0]
+    assert (g["lr"], g["momentum"], g["weight_decay"], g["nesterov"]) == (0.01, 0.9, 1e-4, False)
+    assert {id(p) for p in g["params"]} == {id(p) for p in m.trainable()}
+    t.fit(resume=False)
+    assert t.iter_sched.k == 6
+    assert [h["lr"] for h in t.history] == pytest.approx([0.01 * (1 - k / 6) ** 0.9 for k in (3, 6)], abs=1e-12)
+    assert t.iter_sched.lr_at(0) == 0.01 and t.iter_sched.lr_at(5) == pytest.approx(0.01 * (1 / 6) ** 0.9)
+    shared = Trainer(build_method("cps", TINY), cfg, lab, val, unl, tmp_path / "shared")
+    assert isinstance(shared.opt, torch.optim.Adam) and shared.iter_sched is None
+    assert isinstance(shared.sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_step_and_constant_schedules():
+    from busnb.optim import IterSchedule, build_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    opt, s = build_optimizer({"lr": 0.01, "schedule": "step", "step_every": 2500, "gamma": 0.1}, p, 6000)
+    assert [s.lr_at(k) for k in (0, 2499, 2500, 4999, 5000)] == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4])
+    opt2, c = build_optimizer({"lr": 0.01, "schedule": "constant"}, p, 10)
+    for _ in range(5):
+        c.step()
+    assert opt2.param_groups[0]["lr"] == 0.01
+    # the state is the step count: a fresh schedule loaded from it sets the optimiser's lr where it was
+    opt3 = torch.optim.SGD(p, lr=1.0)
+    s2 = IterSchedule(opt3, {"lr": 0.01, "schedule": "poly", "power": 0.9}, 10)
+    s2.load_state_dict({"k": 4})
+    assert opt3.param_groups[0]["lr"] == pytest.approx(0.01 * 0.6 ** 0.9)
+
+
+@pytest.mark.parametrize("bad, match", [({"optimizer": "sgd"}, "paper"), ({"optimizer": "Paper"}, "shared")])
+def test_optimizer_option_is_checked(bad, match):
+    for name in ("cps", "mean_teacher", "bcp"):
+        with pytest.raises(ValueError, match=match):
+            build_method(name, TINY, **bad)
+
+
+def test_recipe_errors_name_the_key():
+    from busnb.optim import check_recipe
+
+    with pytest.raises(ValueError, match="schedule"):
+        check_recipe({"lr": 0.01, "schedule": "cosine"})
+    with pytest.raises(ValueError, match="unknown key"):
+        check_recipe({"lr": 0.01, "momentun": 0.9})
+    with pytest.raises(ValueError, match="lr"):
+        check_recipe({"schedule": "poly"})
+
+
+def test_resume_with_the_sgd_recipe_continues_identically(tmp_path):
+    """Smoke profile, CPS with its paper recipe: killed after epoch 1 and resumed, the run ends with the same
+    parameters, losses and learning rates as an uninterrupted one (schedule state in last.pt)."""
+    from busnb.config import get_profile
+    from busnb.experiment import prepare
+    from busnb.train import seed_everything, train_config
+
+    prof = get_profile("smoke", epochs=3, steps_per_epoch=3)
+    parts = prepare(prof, ratio=20, seed=0)
+    size = 32
+    lab, val, unl = (SegArrays(parts[k], size) for k in ("labeled", "val", "unlabeled"))
+
+    def trainer(out, callbacks=()):
+        seed_everything(0)
+        m = build_method("cps", TINY, optimizer="paper")
+        cfg = train_config(prof, 0, progress=False)
+        return Trainer(m, cfg, lab, val, unl, out, callbacks=callbacks)
+
+    ref = trainer(tmp_path / "ref")
+    ref.fit()
+
+    def kill(tr, row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "run", [kill]).fit()
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert st["sched"]["k"] == 3 and st["epoch"] == 1
+    resumed = trainer(tmp_path / "run")
+    resumed.fit()
+    assert resumed.iter_sched.k == ref.iter_sched.k == 9
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in ref.history]
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in ref.history], rel=1e-6)
+    a, b = ref.method.state_dict(), resumed.method.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    ma = ref.opt.state_dict()["state"]
+    mb = resumed.opt.state_dict()["state"]
+    assert all(torch.allclose(ma[i]["momentum_buffer"], mb[i]["momentum_buffer"], atol=1e-6) for i in ma)
+
+
+def test_bcp_paper_optimizer_reaches_its_pretraining_stage():
+    m = build_method("bcp", TINY, optimizer="paper")
+    (spec,) = m.stages()
+    assert spec.params == {"optimizer": "paper"} and m.optimizer_recipe()["schedule"] == "constant"
+    assert build_method("bcp", TINY).stages()[0].params == {}  # the default keeps its cached stage key
+    from busnb.methods.classic import BCPPretrain
+
+    assert BCPPretrain(TINY, **spec.params).optimizer_recipe()["lr"] == 0.01

@@ -17,12 +17,37 @@ Steps (on a copy resized to ``work_size`` on its long side):
 3. candidates: connected components of ``n_levels`` intensity thresholds (quantiles of
    the field of view) in the phrase's polarity, after a morphological opening;
 4. score per candidate: ``w_contrast * contrast + w_shape * shape_match +
-   w_position * position_prior + w_size * size_prior - border_penalty``;
-5. mask refinement inside the box: a per-box Otsu threshold on the smoothed image,
-   the component that overlaps the candidate, holes filled, opened and closed.
+   w_position * position_prior + w_size * size_prior + w_edge * edge - border_penalty * touches``
+   (``edge``: mean gradient magnitude on the region's outline over the image's median gradient);
+5. extent: the best-scoring region fixes *where* the lesion is; *how far* it reaches is the
+   region, among the candidates that hold >= 90 % of it (the nested iso-intensity regions
+   of the same spot), with the highest ``contrast - touches`` (:meth:`AppearanceBackend.extend`):
+   a lesion's outline is the level set that separates it best from its ring, so a large
+   lesion is not cut down to its darkest core by the size prior;
+6. mask, ellipse-regularised (:meth:`AppearanceBackend.refine`): the pixel-wise majority of
+   three masks, (a) the candidate region, (b) the per-box Otsu threshold's component
+   overlapping it (:meth:`AppearanceBackend.refine_otsu`, the previous refinement) and
+   (c) the ellipse with the second moments of (b), axes scaled by ``ellipse_scale``;
+7. confidence in [0, 1]: the box score (a sigmoid of the candidate's score, :meth:`AppearanceBackend.box_score`)
+   times the mask quality (:meth:`AppearanceBackend.mask_quality`): the agreement of the three masks of
+   step 6 (their mean pairwise Dice) times the final mask's separation, its contrast with its ring on the
+   *unfiltered* image in standard deviations of the field of view, clipped to [0, 1] (a blob that
+   smoothing carved out of noise barely differs from its ring before smoothing; a lesion does).
+   The pipeline stores it with each pseudo-label.
 
-Weights were tuned on the BUSI *validation* split of ``splits/busi/seed0`` (65 images),
-never on its test split; see ``AppearanceParams`` and the README.
+**Where the defaults come from (no BUSI mask is used).** The score weights are first principles:
+every feature is already on a unit scale (contrast in standard deviations of the field of view,
+the shape posterior, position and size priors and the border flag in [0, 1]), so each gets weight
+1 and none is preferred; the edge feature (about 1-4) gets 1/4 so that it breaks ties
+rather than dominating. The priors are anatomy, not fitted: lesions sit near the middle of the
+field (Gaussian, sd 0.22 of the width/height), cover a few percent of it (log-normal around 6 %,
+sd 1.1 in log), and do not touch its border. ``ellipse_scale`` 1.1 and ``w_edge`` 0.25 were chosen
+on the phantom (:mod:`busnb.data.phantom`) and a 30-image development subset of the *labeled*
+10 % images of ``splits/busi/seed0``, never on validation or test images. The earlier defaults
+(``w_contrast`` 2.23, ``w_position`` 1.1, ``w_size`` 1.16, ``border_penalty`` 1.69) had been fitted on
+the 65 BUSI validation masks, which the protocol forbids; they are gone. To fit the weights on
+the labeled images of a ratio, use :func:`busnb.appg.tune.fit_on_labeled`
+(``busnb pseudo-label ... --fit-on labeled``).
 """
 from __future__ import annotations
 
@@ -39,6 +64,12 @@ from .types import Detection
 
 @dataclass(frozen=True)
 class AppearanceParams:
+    """Settings of :class:`AppearanceBackend`; all of them enter the pseudo-label cache key.
+
+    ``algorithm`` names the version of the steps in the module docstring, so labels cached by an
+    older algorithm are never reused silently when the code changes."""
+
+    algorithm: str = "v2-extent-vote-conf"
     work_size: int = 256
     median: int = 5
     sigma: float = 2.0
@@ -47,13 +78,17 @@ class AppearanceParams:
     q_high: float = 0.45
     min_area: float = 0.002
     max_area: float = 0.45
-    # tuned by busnb.appg.tune on BUSI val (splits/busi/seed0, 65 images), "dark oval", w_shape held at 1
-    w_contrast: float = 2.23
+    # first-principles weights: every feature is on a unit scale, so all get 1 (module docstring)
+    w_contrast: float = 1.0
     w_darkness: float = 0.0
     w_shape: float = 1.0
-    w_position: float = 1.1
-    w_size: float = 1.16
-    border_penalty: float = 1.69
+    w_position: float = 1.0
+    w_size: float = 1.0
+    border_penalty: float = 1.0
+    w_edge: float = 0.25
+    edge_sigma: float = 1.5
+    extent_overlap: float = 0.9   # step 5: a larger candidate must hold this share of the chosen one
+    ellipse_scale: float = 1.1    # step 6: axes of the moment ellipse, chosen on the phantom + dev subset
     top_margin: float = 0.08
     box_pad: float = 0.08
     local_scales: tuple = (12.0, 24.0)
@@ -139,6 +174,33 @@ def shape_match(shape: str | None, f: dict) -> float:
     return float(liks[shape] / total) if total > 1e-300 else 0.25
 
 
+def moment_ellipse(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The filled ellipse with the centroid and second moments of ``mask`` (semi-axes 2 sqrt(eigenvalue),
+    exact for a filled ellipse), its axes multiplied by ``scale``."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 5:
+        return mask.copy()
+    cy, cx = ys.mean(), xs.mean()
+    ev, vec = np.linalg.eigh(np.cov(np.stack([ys - cy, xs - cx])))
+    a, b = (2 * scale * np.sqrt(max(e, 0.25)) for e in (ev[1], ev[0]))
+    y0, y1 = max(0, int(cy - a - 1)), min(mask.shape[0], int(np.ceil(cy + a + 2)))
+    x0, x1 = max(0, int(cx - a - 1)), min(mask.shape[1], int(np.ceil(cx + a + 2)))
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    d = np.stack([yy - cy, xx - cx], -1)
+    out = np.zeros_like(mask, bool)
+    out[y0:y1, x0:x1] = ((d @ vec[:, 1]) / a) ** 2 + ((d @ vec[:, 0]) / b) ** 2 <= 1
+    return out
+
+
+def majority(masks: list[np.ndarray]) -> np.ndarray:
+    """Pixels in more than half of ``masks``, holes filled, the largest component kept."""
+    m = np.sum(masks, axis=0) > len(masks) / 2
+    lab, n = ndimage.label(m)
+    if n > 1:
+        m = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    return ndimage.binary_fill_holes(m)
+
+
 class AppearanceBackend:
     """``detect(image, phrase)`` -> scored boxes; ``segment(image, boxes)`` -> masks. No weights."""
 
@@ -167,7 +229,9 @@ class AppearanceBackend:
         fov = field_of_view(small)
         clean = remove_marks(small)
         sm = ndimage.gaussian_filter(ndimage.median_filter(clean, p.median), p.sigma)
-        return small, sm, fov, s
+        grad = ndimage.gaussian_gradient_magnitude(sm, p.edge_sigma)
+        edge = grad / (float(np.median(grad[fov])) + 1e-6 if fov.any() else 1.0)
+        return small, sm, fov, s, edge
 
     def candidates(self, image: np.ndarray, phrase: str) -> list[dict]:
         """All scored candidate regions (work resolution), best first.
@@ -177,7 +241,7 @@ class AppearanceBackend:
         p = self.params
         phrases = [q.strip() for q in phrase.split(".") if q.strip()] or [phrase]
         apps = {q: parse_phrase(q) for q in phrases}
-        _, sm, fov, s = self._prep(image)
+        _, sm, fov, s, edge = self._prep(image)
         h, w = sm.shape
         vals = sm[fov]
         if vals.size == 0 or vals.std() < 1e-3:
@@ -201,13 +265,15 @@ class AppearanceBackend:
                     if n == 0:
                         continue
                     areas = np.bincount(lab.ravel())[1:]
+                    objs = ndimage.find_objects(lab)
                     for k in np.nonzero((areas >= p.min_area * h * w) & (areas <= p.max_area * h * w))[0]:
-                        region = ndimage.binary_fill_holes(lab == k + 1)
+                        region = np.zeros((h, w), bool)  # holes filled in the component's bounding box (same result)
+                        region[objs[k]] = ndimage.binary_fill_holes(lab[objs[k]] == k + 1)
                         key = (pol, int(region.sum()) // 16, int(np.argmax(region)))
                         if key in seen:
                             continue
                         seen.add(key)
-                        base = self._features(region, sm, fov, eroded_fov, mu, sd, pol, h, w)
+                        base = self._features(region, sm, fov, eroded_fov, mu, sd, pol, h, w, edge)
                         best = None
                         for q, app in apps.items():
                             if app.intensity is not None and {"dark": 1, "bright": -1}[app.intensity] != pol:
@@ -223,7 +289,7 @@ class AppearanceBackend:
             c["scale"] = s
         return out
 
-    def _features(self, region, sm, fov, eroded_fov, mu, sd, pol, h, w) -> dict:
+    def _features(self, region, sm, fov, eroded_fov, mu, sd, pol, h, w, edge=None) -> dict:
         """Phrase-independent features of one candidate region."""
         p = self.params
         f = _shape_features(region)
@@ -237,7 +303,9 @@ class AppearanceBackend:
         around = sm[y0:y1, x0:x1][ring].mean() if ring.any() else mu
         cy, cx = f["cy"] / h, f["cx"] / w
         frac = f["area"] / float(fov.sum())
-        return {"region": region, "box": (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+        outline = reg & ~ndimage.binary_erosion(reg)
+        edge_strength = float(edge[y0:y1, x0:x1][outline].mean()) if edge is not None and outline.any() else 0.0
+        return {"region": region, "edge": edge_strength, "box": (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
                 "signed_contrast": float(pol * (around - inside) / (sd + 1e-6)),
                 "signed_darkness": float(pol * (mu - inside) / (sd + 1e-6)),
                 "position": float(np.exp(-((cx - 0.5) ** 2) / (2 * 0.22 ** 2) - ((cy - 0.45) ** 2) / (2 * 0.22 ** 2))),
@@ -252,21 +320,51 @@ class AppearanceBackend:
         if app.intensity is None:  # no intensity word: either polarity counts
             c, d = abs(c), abs(d)
         return {"contrast": c, "darkness": d, "shape": shape_match(app.shape, base["geometry"]),
-                "position": base["position"], "size": base["size"], "touches": base["touches"]}
+                "position": base["position"], "size": base["size"], "touches": base["touches"],
+                "edge": base.get("edge", 0.0)}
 
     def score(self, feats: dict) -> float:
         """Candidate score: the weighted sum of its features (step 4 in the module docstring)."""
         p = self.params
         return float(p.w_contrast * feats["contrast"] + p.w_darkness * feats["darkness"] + p.w_shape * feats["shape"]
-                     + p.w_position * feats["position"] + p.w_size * feats["size"] - p.border_penalty * feats["touches"])
+                     + p.w_position * feats["position"] + p.w_size * feats["size"] + p.w_edge * feats.get("edge", 0.0)
+                     - p.border_penalty * feats["touches"])
 
     # -- the two stages the pipeline calls ------------------------------------
+    def extend(self, cands: list[dict], i: int) -> dict:
+        """Step 5: the candidate that holds >= ``extent_overlap`` of ``cands[i]`` (itself included) with the
+        highest ``contrast - touches``: where the lesion is comes from the score, how far it reaches from
+        the level set that separates it best from its ring. Returns that candidate with ``phrase`` and
+        ``score`` of ``cands[i]`` (the phrase chose the spot)."""
+        c = cands[i]
+        region, area = c["region"], c["geometry"]["area"]
+
+        def key(d):
+            return d["contrast"] - d["touches"]
+
+        best = c
+        for d in cands:
+            if d is c or d["polarity"] != c["polarity"] or d["geometry"]["area"] < area or key(d) <= key(best):
+                continue
+            if (d["region"] & region).sum() >= self.params.extent_overlap * area:
+                best = d
+        return c if best is c else {**best, "phrase": c["phrase"], "score": c["score"], "extended_from": c["box"]}
+
     def detect(self, image: np.ndarray, phrase: str, box_threshold: float = 0.0, top_k: int = 5) -> list[Detection]:
-        """Boxes in **pixel xyxy of the input image**, best first, with a score in (0, 1)."""
+        """Boxes in **pixel xyxy of the input image**, best first, with a score in (0, 1).
+
+        Each of the ``top_k`` best candidates is extended (step 5); candidates whose extension repeats an
+        earlier box are skipped."""
         cands = self.candidates(image, phrase)
-        dets = []
-        for c in cands[:top_k]:
-            sc = float(1 / (1 + np.exp(-(c["score"] - 1.5))))
+        dets, boxes = [], set()
+        for i in range(len(cands)):
+            if len(dets) >= top_k:
+                break
+            c = self.extend(cands, i)
+            if c["box"] in boxes:
+                continue
+            boxes.add(c["box"])
+            sc = self.box_score(c["score"])
             if sc < box_threshold:
                 continue
             s = c["scale"]
@@ -274,8 +372,15 @@ class AppearanceBackend:
             dets.append(Detection(box=tuple(float(b) for b in box), score=sc, phrase=c["phrase"], extra={"seed": c}))
         return dets
 
-    def refine(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None, polarity: int) -> np.ndarray:
-        """Step 5: Otsu threshold inside ``box`` (work resolution), the component overlapping ``seed``."""
+    @staticmethod
+    def box_score(score: float) -> float:
+        """A candidate's score mapped to (0, 1): 0.5 at 2.5, what a region one standard deviation darker than
+        its ring, with middling shape, position and size priors (0.5 each) and a clear outline reaches."""
+        return float(1 / (1 + np.exp(-(score - 2.5))))
+
+    def refine_otsu(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None, polarity: int) -> np.ndarray:
+        """Otsu threshold inside ``box`` (work resolution), the component overlapping ``seed`` (the refinement
+        before ``v2``; one of the three votes of :meth:`refine`)."""
         from skimage.filters import threshold_otsu
 
         x0, y0, x1, y1 = box
@@ -298,6 +403,49 @@ class AppearanceBackend:
             m = seed.copy()
         return m
 
+    def refine_votes(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None,
+                     polarity: int) -> list[np.ndarray]:
+        """The three masks step 6 votes over: the candidate, its Otsu refinement, the moment ellipse of that."""
+        otsu = self.refine_otsu(sm, fov, box, seed, polarity)
+        return [seed if seed is not None else otsu, otsu, moment_ellipse(otsu, self.params.ellipse_scale) & fov]
+
+    def refine(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None, polarity: int) -> np.ndarray:
+        """Step 6: pixel-wise majority of :meth:`refine_votes` (ellipse-regularised), holes filled, its largest
+        component kept."""
+        return majority(self.refine_votes(sm, fov, box, seed, polarity))
+
+    @staticmethod
+    def agreement(votes: list[np.ndarray]) -> float:
+        """The mean pairwise Dice of the three masks of step 6, in [0, 1]. A clear, convex lesion makes all
+        three agree; a ragged dark band does not."""
+        pairs = [(a, b) for i, a in enumerate(votes) for b in votes[i + 1:]]
+        return float(np.mean([2 * (a & b).sum() / max(1, a.sum() + b.sum()) for a, b in pairs])) if pairs else 0.0
+
+    @staticmethod
+    def separation(raw: np.ndarray, fov: np.ndarray, mask: np.ndarray, polarity: int | None) -> float:
+        """Contrast of ``mask`` with its ring on the unfiltered work image ``raw``, in standard deviations of the
+        field of view, in the phrase's polarity (either, for a phrase without intensity word), clipped to [0, 1]:
+        one standard deviation darker (brighter) than the surroundings counts as fully separated."""
+        if not mask.any():
+            return 0.0
+        r = max(3, int(0.25 * np.sqrt(mask.sum())))
+        ys, xs = np.nonzero(mask)
+        y0, y1 = max(0, ys.min() - r - 1), min(mask.shape[0], ys.max() + r + 2)
+        x0, x1 = max(0, xs.min() - r - 1), min(mask.shape[1], xs.max() + r + 2)
+        m = mask[y0:y1, x0:x1]
+        ring = ndimage.binary_dilation(m, iterations=r) & ~m & fov[y0:y1, x0:x1]
+        if not ring.any():
+            return 0.0
+        crop = raw[y0:y1, x0:x1]
+        c = (crop[ring].mean() - crop[m].mean()) / (float(raw[fov].std()) + 1e-6)
+        c = abs(c) if polarity is None else polarity * c
+        return float(np.clip(c, 0.0, 1.0))
+
+    def mask_quality(self, raw, fov, votes: list[np.ndarray], mask: np.ndarray, polarity: int | None) -> float:
+        """Step 7's mask quality: :meth:`agreement` times :meth:`separation`, in [0, 1]. The pipeline's per-image
+        confidence is the box score times this (:func:`busnb.appg.pipeline.confidence`)."""
+        return self.agreement(votes) * self.separation(raw, fov, mask, polarity)
+
     def padded_box(self, box, shape) -> tuple[int, int, int, int]:
         x0, y0, x1, y1 = box
         pw, ph = self.params.box_pad * (x1 - x0), self.params.box_pad * (y1 - y0)
@@ -305,16 +453,19 @@ class AppearanceBackend:
                 min(shape[0], int(np.ceil(y1 + ph))))
 
     def segment(self, image: np.ndarray, detections: list[Detection]) -> list[tuple[np.ndarray, float]]:
-        """One mask (input resolution) and a quality score per detection."""
-        _, sm, fov, s = self._prep(image)
+        """One mask (input resolution) and its quality (:meth:`mask_quality`, step 7) per detection."""
+        raw, sm, fov, s, _ = self._prep(image)
         H, W = image.shape[:2]
         out = []
         for d in detections:
             seed = d.extra.get("seed", {}).get("region") if d.extra else None
             x0, y0, x1, y1 = [int(round(v * s)) for v in d.box]
             box = (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
-            pol = -1 if parse_phrase(d.phrase).intensity == "bright" else 1
-            m = self.refine(sm, fov, box, seed, pol)
+            intensity = parse_phrase(d.phrase).intensity
+            pol = (d.extra["seed"]["polarity"] if d.extra and "seed" in d.extra
+                   else -1 if intensity == "bright" else 1)  # the candidate's polarity (either, with no intensity word)
+            votes = self.refine_votes(sm, fov, box, seed, pol)
+            m = majority(votes)
             full = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((W, H), Image.BILINEAR)) > 127
-            out.append((full, d.score))
+            out.append((full, self.mask_quality(raw, fov, votes, m, None if intensity is None else pol)))
         return out

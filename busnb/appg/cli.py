@@ -15,14 +15,21 @@ def add_parser(sub) -> None:
     p.add_argument("--box-policy", default="top1", choices=["top1", "union"])
     p.add_argument("--box-threshold", type=float)
     p.add_argument("--gdino", help="Grounding DINO hub id or local folder")
-    p.add_argument("--sam", help="SAM hub id, local folder, or segment-anything .pth")
+    p.add_argument("--sam", help="segmenter: SAM / SAM 2 hub id or local folder, segment-anything .pth, or "
+                   "MedSAM's medsam_vit_b.pth")
+    p.add_argument("--sam-kind", choices=["auto", "sam", "sam2", "medsam"], default="auto",
+                   help="how to run --sam (auto: from its name or config.json)")
     p.add_argument("--limit", type=int, help="only this many images (a quick look)")
     p.add_argument("--workers", type=int, default=1, help="processes for CPU backends (0: one per core)")
+    p.add_argument("--fit-on", default="none", choices=["none", "labeled"],
+                   help="appearance backend: 'none' keeps the mask-free defaults; 'labeled' fits the score weights "
+                        "on the labeled images of --ratio / --split-seed only (never val, test or the unlabeled pool)")
     p.set_defaults(fn=run)
 
 
 def run(a) -> int:
     from .. import splits as S
+    from ..prompts import PAPER_PROMPTS
     from ..data import load_dataset
     from .pipeline import PseudoLabelConfig, area_filter_report, dataset_cache_id, backend_from_name, generate, quality_summary, \
         quality_table
@@ -36,7 +43,18 @@ def run(a) -> int:
         parts = S.subsets(samples, sp, a.ratio)
         todo = parts[a.part] if a.part in parts else [s for s in samples if s.id in set(sp[a.part])]
     kw = {k: v for k, v in {"gdino": a.gdino, "sam": a.sam}.items() if v}
+    if a.backend == "gdino_sam" and a.sam_kind != "auto":
+        kw["sam_kind"] = a.sam_kind
     backend = backend_from_name(a.backend, **kw)
+    if a.fit_on == "labeled":
+        if a.backend != "appearance":
+            raise SystemExit("--fit-on labeled fits the appearance backend's weights; Fix: use --backend appearance.")
+        from .tune import fit_on_labeled
+
+        sp = S.load_or_make(name, samples, seed=a.split_seed)
+        backend, rep = fit_on_labeled(backend, samples, sp, a.ratio, phrase=a.prompt or ". ".join(PAPER_PROMPTS))
+        print(f"fitted on {rep['n_images']} labeled images ({a.ratio} %, split seed {a.split_seed}): top-1 Dice "
+              f"{rep['top1_dice_before']:.3f} -> {rep['top1_dice_after']:.3f}; weights {rep['weights']}")
     cfg = PseudoLabelConfig(**{k: v for k, v in {"prompt": a.prompt, "min_fg": a.min_fg, "box_policy": a.box_policy,
                                                  "box_threshold": a.box_threshold}.items() if v is not None})
     labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit, workers=a.workers)

@@ -2,10 +2,19 @@
 
 * Grounding DINO (Liu et al., ECCV 2024) through transformers' ``GroundingDinoForObjectDetection``
   and its processor; box and text thresholds, then class-agnostic NMS.
-* SAM (Kirillov et al., ICCV 2023) through transformers' ``SamModel`` (a hub id or a local folder)
-  or an official segment-anything checkpoint (a ``.pth`` file). The image embedding is computed
-  once per image and reused for all its boxes; of SAM's three multimask outputs the one with the
-  highest predicted IoU is kept.
+* The segmenter (``sam_kind``; ``auto`` tells it from ``sam``):
+
+  - ``sam``: SAM (Kirillov et al., ICCV 2023) through transformers' ``SamModel`` (a hub id or a local
+    folder) or an official segment-anything checkpoint (a ``.pth`` file);
+  - ``sam2``: SAM 2 (Ravi et al. 2024, the image predictor) through transformers' ``Sam2Model``, e.g.
+    ``facebook/sam2.1-hiera-tiny`` / ``-small`` / ``-base-plus`` / ``-large`` (a hub id or a local folder);
+  - ``medsam``: MedSAM (Ma et al., Nature Communications 2024: SAM ViT-B fine-tuned on 1.5 M medical image-mask
+    pairs, ultrasound among them), the official ``medsam_vit_b.pth`` loaded with segment-anything and fed as
+    MedSAM was trained: the image min-max stretched and resized to 1024 x 1024, scaled to [0, 1] without
+    SAM's mean/std; a transformers port of it (a ``SamModel`` folder) runs as ``sam`` with its own processor.
+
+  The image embedding is computed once per image and reused for all its boxes; of the three multimask
+  outputs the one with the highest predicted IoU is kept.
 * bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.
 
 Models are given as hub ids or local folders; nothing is downloaded when ``HF_HUB_OFFLINE=1``.
@@ -45,6 +54,11 @@ def _missing(kind: str, spec: str, err: Exception | None = None) -> ModelNotFoun
     hub = spec if not _looks_local(spec) else {"Grounding DINO": DEFAULT_GDINO, "SAM": DEFAULT_SAM}[kind]
     local = weights_dir() / name
     why = f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})" if err else ""
+    if spec.endswith(".pth") and "medsam" in Path(spec).name.lower():
+        return ModelNotFound(
+            f"MedSAM checkpoint '{spec}' not found{why}. Fix: download medsam_vit_b.pth from the MedSAM release "
+            f"(github.com/bowang-lab/MedSAM, 'Model checkpoints'), put it at {weights_dir() / 'medsam_vit_b.pth'} "
+            "and pass sam='<that path>' (sam_kind medsam is then chosen from the name).")
     if spec.endswith(".pth"):
         return ModelNotFound(
             f"{kind} checkpoint '{spec}' not found{why}. Fix: download one of {sorted(SAM_PTH_TYPES.values())} "
@@ -117,8 +131,53 @@ class _HFSam:
         return masks[idx, best].numpy().astype(bool), iou[idx, best].numpy()
 
 
+class _HFSam2(_HFSam):
+    """SAM 2 image predictor through transformers (``Sam2Model`` / ``Sam2Processor``)."""
+
+    def __init__(self, spec, device, dtype):
+        from transformers import Sam2Model, Sam2Processor
+
+        self.model = _load(Sam2Model, "SAM", spec, dtype=dtype).to(device).eval()
+        self.processor = _load(Sam2Processor, "SAM", spec)
+        self.device, self.dtype = device, dtype
+        self._key, self._emb = None, None
+
+    @torch.no_grad()
+    def masks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rgb = _rgb(image)
+        inp = self.processor(images=rgb, input_boxes=[boxes.tolist()], return_tensors="pt")
+        key = hashlib.sha1(rgb.tobytes()).hexdigest()
+        if key != self._key:  # multi-level image features, computed once per image
+            self._emb = self.model.get_image_embeddings(inp["pixel_values"].to(self.device, self.dtype))
+            self._key = key
+        out = self.model(image_embeddings=self._emb, input_boxes=inp["input_boxes"].to(self.device, self.dtype),
+                         multimask_output=True)
+        masks = self.processor.post_process_masks(out.pred_masks.float().cpu(), inp["original_sizes"])[0]
+        iou = out.iou_scores.float().cpu()[0]
+        best = iou.argmax(-1)
+        idx = torch.arange(len(best))
+        return masks[idx, best].numpy().astype(bool), iou[idx, best].numpy()
+
+
+MEDSAM_SIZE = 1024
+
+
+def medsam_inputs(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MedSAM's preprocessing (its inference script): the image min-max stretched to 0..255 and resized to
+    1024 x 1024 (not aspect-preserving), RGB; boxes (xyxy pixels) scaled to that grid."""
+    from PIL import Image
+
+    rgb = _rgb(image).astype(np.float32)
+    lo, hi = float(rgb.min()), float(rgb.max())
+    rgb = (rgb - lo) / max(hi - lo, 1e-8) * 255.0
+    h, w = rgb.shape[:2]
+    big = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize((MEDSAM_SIZE, MEDSAM_SIZE), Image.BICUBIC))
+    scale = np.array([MEDSAM_SIZE / w, MEDSAM_SIZE / h] * 2, dtype=np.float32)
+    return np.ascontiguousarray(big), np.asarray(boxes, dtype=np.float32) * scale
+
+
 class _PthSam:
-    def __init__(self, path, model_type, device):
+    def __init__(self, path, model_type, device, medsam: bool = False):
         from segment_anything import SamPredictor, sam_model_registry
 
         if not Path(path).expanduser().is_file():
@@ -126,12 +185,27 @@ class _PthSam:
         if model_type not in sam_model_registry:
             raise ValueError(f"sam_model_type must be one of {sorted(sam_model_registry)}")
         sam = sam_model_registry[model_type](checkpoint=str(Path(path).expanduser()))
+        self.medsam = medsam
+        if medsam:  # MedSAM was trained on images in [0, 1]: no ImageNet mean/std
+            sam.pixel_mean.zero_()
+            sam.pixel_std.fill_(255.0)
         self.predictor = SamPredictor(sam.to(device).eval())
         self._key = None
 
     @torch.no_grad()
     def masks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = np.ascontiguousarray(_rgb(image))
+        if self.medsam:
+            from PIL import Image
+
+            h, w = image.shape[:2]
+            big, bb = medsam_inputs(image, boxes)
+            masks, iou = self._predict(big, bb)
+            small = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+                              for m in masks]) if len(masks) else np.zeros((0, h, w), bool)
+            return small, iou
+        return self._predict(np.ascontiguousarray(_rgb(image)), boxes)
+
+    def _predict(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = hashlib.sha1(rgb.tobytes()).hexdigest()
         if key != self._key:
             self.predictor.set_image(rgb)
@@ -144,6 +218,28 @@ class _PthSam:
         return masks[idx, best].cpu().numpy().astype(bool), iou[idx, best].cpu().numpy()
 
 
+SAM_KINDS = ("auto", "sam", "sam2", "medsam")
+
+
+def sam_kind_of(spec: str, kind: str = "auto") -> str:
+    """``sam``, ``sam2`` or ``medsam`` for a segmenter spec: ``kind`` when given; else a ``.pth`` whose name
+    has 'medsam' is MedSAM, other ``.pth`` files SAM; a folder's ``config.json`` model_type (``sam2`` /
+    ``sam2_video`` -> SAM 2); a hub id with 'sam2' in it -> SAM 2; otherwise SAM."""
+    if kind not in SAM_KINDS:
+        raise ValueError(f"sam_kind={kind!r}: choose one of {SAM_KINDS}")
+    if kind != "auto":
+        return kind
+    spec = str(spec)
+    if spec.endswith(".pth"):
+        return "medsam" if "medsam" in Path(spec).name.lower() else "sam"
+    cfg = Path(spec).expanduser() / "config.json"
+    if cfg.is_file():
+        import json
+
+        return "sam2" if json.loads(cfg.read_text()).get("model_type", "").startswith("sam2") else "sam"
+    return "sam2" if "sam2" in spec.lower() else "sam"
+
+
 class GDinoSamBackend:
     """``detect(image, phrase)`` with Grounding DINO, ``segment(image, detections)`` with SAM."""
 
@@ -151,7 +247,7 @@ class GDinoSamBackend:
 
     def __init__(self, gdino: str = DEFAULT_GDINO, sam: str = DEFAULT_SAM, box_threshold: float = 0.3,
                  text_threshold: float = 0.25, nms_iou: float = 0.5, device: str = "auto",
-                 sam_model_type: str = "vit_h", batch_size: int = 4):
+                 sam_model_type: str = "vit_h", batch_size: int = 4, sam_kind: str = "auto"):
         from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
         self.device = pick_device(device)
@@ -165,11 +261,23 @@ class GDinoSamBackend:
         self.gdino = _load(GroundingDinoForObjectDetection, "Grounding DINO", self.gdino_spec,
                            dtype=self.dtype).to(self.device).eval()
         self.processor = _load(GroundingDinoProcessor, "Grounding DINO", self.gdino_spec)
-        self.sam = (_PthSam(self.sam_spec, sam_model_type, self.device) if self.sam_spec.endswith(".pth")
-                    else _HFSam(self.sam_spec, self.device, self.dtype))
+        self.sam_kind = sam_kind_of(self.sam_spec, sam_kind)
+        if self.sam_kind == "medsam":
+            if not self.sam_spec.endswith(".pth"):
+                raise ValueError(f"sam_kind='medsam' takes the official checkpoint (medsam_vit_b.pth), not "
+                                 f"{self.sam_spec!r}; a transformers port of MedSAM (a SamModel folder) runs as "
+                                 "sam_kind='sam'.")
+            self.sam = _PthSam(self.sam_spec, "vit_b", self.device, medsam=True)
+        elif self.sam_kind == "sam2":
+            self.sam = _HFSam2(self.sam_spec, self.device, self.dtype)
+        elif self.sam_spec.endswith(".pth"):
+            self.sam = _PthSam(self.sam_spec, sam_model_type, self.device)
+        else:
+            self.sam = _HFSam(self.sam_spec, self.device, self.dtype)
 
     def id(self) -> dict:
         return {"backend": self.name, "gdino": weights_id(self.gdino_spec), "sam": weights_id(self.sam_spec),
+                "sam_kind": self.sam_kind,
                 "box_threshold": self.box_threshold, "text_threshold": self.text_threshold, "nms_iou": self.nms_iou}
 
     @torch.no_grad()

@@ -64,17 +64,24 @@ def label_image(backend, image: np.ndarray, cfg: PseudoLabelConfig) -> tuple[np.
     """Pseudo-label of one image: (mask before the area filter, record)."""
     if image.size == 0 or image.max() == image.min():
         return np.zeros(image.shape[:2], bool), {"box": None, "score": 0.0, "n_boxes": 0, "phrase": None,
-                                                 "reason": "blank image"}
+                                                 "confidence": 0.0, "reason": "blank image"}
     kw = {} if cfg.box_threshold is None else {"box_threshold": cfg.box_threshold}
     dets = backend.detect(image, cfg.prompt, top_k=1 if cfg.box_policy == "top1" else cfg.max_boxes, **kw)
     if not dets:
         return np.zeros(image.shape[:2], bool), {"box": None, "score": 0.0, "n_boxes": 0, "phrase": None,
-                                                 "reason": "no box above threshold"}
+                                                 "confidence": 0.0, "reason": "no box above threshold"}
     masks = backend.segment(image, dets)
     mask = np.logical_or.reduce([m for m, _ in masks])
     return mask, {"box": [round(v, 1) for v in dets[0].box], "boxes": [[round(v, 1) for v in d.box] for d in dets],
                   "score": float(dets[0].score), "mask_score": float(masks[0][1]), "n_boxes": len(dets),
-                  "phrase": dets[0].phrase}
+                  "phrase": dets[0].phrase, "confidence": confidence(dets[0].score, masks[0][1])}
+
+
+def confidence(box_score: float, mask_score: float) -> float:
+    """Per-image confidence of a pseudo-label in [0, 1]: the best box's score times its mask's quality score
+    (``appearance``: agreement of its three refinement masks; ``gdino_sam``: SAM's predicted IoU). 0 for an image
+    with no box. Methods may weight or drop pseudo-labels by it (:meth:`PseudoLabels.confidence`)."""
+    return float(np.clip(box_score, 0, 1) * np.clip(mask_score, 0, 1))
 
 
 class PseudoLabels:
@@ -90,6 +97,15 @@ class PseudoLabels:
 
     def kept_ids(self) -> list[str]:
         return [r["id"] for r in self.records if r["kept"]]
+
+    def confidence(self, sid: str) -> float:
+        """The per-image confidence stored with the pseudo-label of ``sid`` (:func:`confidence`), in [0, 1].
+        Caches written before confidences were stored raise a clear error instead of guessing."""
+        rec = json.loads((self.folder / "records" / f"{_fname(sid)}.json").read_text())
+        if "confidence" not in rec:
+            raise KeyError(f"{self.folder}: the record of {sid!r} has no confidence (written by an older version); "
+                           f"Fix: delete {self.folder} and run `busnb pseudo-label` again.")
+        return float(rec["confidence"])
 
     def mask(self, sid: str) -> np.ndarray:
         return np.asarray(Image.open(self.folder / "masks" / f"{_fname(sid)}.png")) > 0
@@ -181,7 +197,8 @@ def quality_table(labels: PseudoLabels, samples):
             x0, y0, x1, y1 = r["box"]
             hit = bool(x0 <= xs.mean() <= x1 and y0 <= ys.mean() <= y1)
         rows.append({"id": r["id"], "class": r["class"], "kept": r["kept"], "area": r["area"],
-                     "gt_area": float(gt.mean()), "dice": d, "iou": j, "box_hit": hit, "seconds": r["seconds"]})
+                     "gt_area": float(gt.mean()), "dice": d, "iou": j, "box_hit": hit, "seconds": r["seconds"],
+                     "confidence": r.get("confidence", np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -194,7 +211,7 @@ def quality_summary(df) -> "pd.DataFrame":
         return pd.Series({"images": len(g), "keep_rate": g["kept"].mean(), "box_hit_rate": g["box_hit"].mean(),
                           "dice_all": g["dice"].mean(), "dice_kept": kept["dice"].mean() if len(kept) else np.nan,
                           "iou_kept": kept["iou"].mean() if len(kept) else np.nan,
-                          "seconds_per_image": g["seconds"].mean()})
+                          "confidence": g["confidence"].mean(), "seconds_per_image": g["seconds"].mean()})
 
     parts = {c: agg(g) for c, g in df.groupby("class")}
     parts["all"] = agg(df)

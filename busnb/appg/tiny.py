@@ -61,3 +61,27 @@ def build_tiny_sam(out: str | Path, seed: int = 0) -> Path:
                            mask_size={"longest_edge": 32}, mask_pad_size={"height": 32, "width": 32})
     SamProcessor(image_processor=ip).save_pretrained(out)
     return out
+
+
+def build_tiny_sam2(out: str | Path, seed: int = 0) -> Path:
+    """A random-init SAM 2 (Hiera backbone, 128 px) saved with its processor: for testing the loading and
+    prompting code offline. Its masks mean nothing."""
+    import torch
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    from transformers.models.sam2.configuration_sam2 import (Sam2HieraDetConfig, Sam2MaskDecoderConfig,
+                                                             Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    out = Path(out)
+    bb = Sam2HieraDetConfig(hidden_size=16, num_attention_heads=1, image_size=[128, 128],
+                            blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                            num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+                            global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4])
+    vc = Sam2VisionConfig(backbone_config=bb, backbone_channel_list=[128, 64, 32, 16],
+                          backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
+    pc = Sam2PromptEncoderConfig(hidden_size=32, image_size=128, patch_size=16, mask_input_channels=4)
+    mc = Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    torch.manual_seed(seed)
+    Sam2Model(Sam2Config(vision_config=vc, prompt_encoder_config=pc, mask_decoder_config=mc)).save_pretrained(out)
+    ip = Sam2ImageProcessor(size={"height": 128, "width": 128}, mask_size={"height": 32, "width": 32})
+    Sam2Processor(image_processor=ip).save_pretrained(out)
+    return out

@@ -1,8 +1,17 @@
-"""Fit the appearance backend's score weights on a labeled split (never the test split).
+"""Fit the appearance backend's score weights on **labeled training images only**.
 
-Candidates and their features are computed once per image; a seeded random search then
-picks the weights whose top-1 candidate has the highest mean Dice with the ground truth after
-mask refinement (at the backend's work resolution). This is how the defaults were chosen (on BUSI val).
+The backend's defaults are fixed without any mask (:mod:`busnb.appg.appearance`, "Where the
+defaults come from"). This module is the optional alternative: fit the weights on the labeled
+images of the ratio at hand (``busnb pseudo-label ... --fit-on labeled``,
+:func:`fit_on_labeled`), which a semi-supervised method is allowed to use. Validation masks are
+for checkpoint selection and test masks are scored once, so :func:`tune` refuses both: pass
+``part`` (the name of the part the samples come from) and, where you have it, ``split`` (the
+split's id lists, checked id by id).
+
+Candidates and their features are computed once per image; for every candidate the final mask
+(extent step, then the ellipse-regularised refinement) is scored against the ground truth at the
+backend's work resolution; a seeded random search then picks the weights whose top-1 candidate
+has the highest mean Dice. ``w_shape`` is held at its default so the shape word keeps its say.
 """
 from __future__ import annotations
 
@@ -15,11 +24,32 @@ from ..data import load_pair
 from ..metrics import dice_iou
 from .appearance import AppearanceBackend
 
-WEIGHTS = ("w_contrast", "w_darkness", "w_shape", "w_position", "w_size", "border_penalty")
+WEIGHTS = ("w_contrast", "w_darkness", "w_shape", "w_position", "w_size", "w_edge", "border_penalty")
+FEATURES = ("contrast", "darkness", "shape", "position", "size", "edge")
+FORBIDDEN_PARTS = ("val", "test", "unlabeled")  # unlabeled: the method has no masks for them
+
+
+class TuneError(ValueError):
+    """Fitting asked for on images the protocol keeps away from fitting (validation, test)."""
+
+
+def check_fit_samples(samples, part: str = "labeled", split: dict | None = None) -> None:
+    """Refuse to fit on validation or test images: by the part's name, and id by id against ``split``."""
+    if part in FORBIDDEN_PARTS:
+        raise TuneError(f"tune: refusing to fit the appearance weights on the {part!r} part: validation masks only "
+                        f"select checkpoints, test masks are scored once, the unlabeled pool has none. Fix: fit on the labeled images of "
+                        f"the ratio (`busnb pseudo-label ... --fit-on labeled`, busnb.appg.tune.fit_on_labeled).")
+    if split is not None:
+        for name in ("val", "test"):
+            bad = sorted({s.id for s in samples} & set(split.get(name, ())))
+            if bad:
+                raise TuneError(f"tune: {len(bad)} of the {len(samples)} images to fit on are in the split's "
+                                f"{name!r} part (e.g. {bad[:3]}). Fix: fit on the labeled images of the ratio only "
+                                f"(busnb.appg.tune.fit_on_labeled).")
 
 
 def candidate_table(backend: AppearanceBackend, samples, phrase: str, progress: bool = True):
-    """Per image: (features matrix [n_cand, n_feat], Dice of each candidate region with the ground truth)."""
+    """Per image: (features matrix [n_cand, n_feat], Dice of each candidate's final mask with the ground truth)."""
     from tqdm.auto import tqdm
 
     out = []
@@ -31,12 +61,14 @@ def candidate_table(backend: AppearanceBackend, samples, phrase: str, progress: 
             continue
         h, w = cands[0]["region"].shape
         g = np.asarray(Image.fromarray(gt.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
-        F = np.array([[c["features"][k] for k in ("contrast", "darkness", "shape", "position", "size")]
-                      + [-c["features"]["touches"]] for c in cands])
-        _, sm, fov, _ = backend._prep(img)
-        refined = [backend.refine(sm, fov, backend.padded_box(c["box"], sm.shape), c["region"], c["polarity"])
-                   for c in cands]
-        out.append((F, np.array([dice_iou(m, g)[0] for m in refined])))
+        F = np.array([[c["features"].get(k, 0.0) for k in FEATURES] + [-c["features"]["touches"]] for c in cands])
+        _, sm, fov, _, _ = backend._prep(img)
+        dice = []
+        for i in range(len(cands)):
+            c = backend.extend(cands, i)
+            m = backend.refine(sm, fov, backend.padded_box(c["box"], sm.shape), c["region"], c["polarity"])
+            dice.append(dice_iou(m, g)[0])
+        out.append((F, np.array(dice)))
     return out
 
 
@@ -45,14 +77,18 @@ def top1_dice(table, weights: np.ndarray) -> float:
 
 
 def tune(backend: AppearanceBackend, samples, phrase: str = "dark oval", n_iter: int = 2000, seed: int = 0,
-         fixed: dict | None = None, progress: bool = True, table=None) -> tuple[AppearanceBackend, dict]:
-    """Random search over the score weights (those in ``fixed`` are held); returns a tuned backend and a report.
+         fixed: dict | None = None, progress: bool = True, table=None, part: str = "labeled",
+         split: dict | None = None) -> tuple[AppearanceBackend, dict]:
+    """Random search over the score weights (those in ``fixed``, and ``w_shape`` unless given, are held);
+    returns a tuned backend and a report. ``part`` / ``split``: see :func:`check_fit_samples` (val and test
+    are refused).
 
     Holding ``w_shape`` keeps the backend prompt-sensitive: left free, a search on lesions of
     every shape may switch the shape word off."""
+    check_fit_samples(samples, part, split)
     table = table if table is not None else candidate_table(backend, samples, phrase, progress)
     rng = np.random.default_rng(seed)
-    fixed = fixed or {}
+    fixed = {"w_shape": backend.params.w_shape, **(fixed or {})}
     hold = np.array([k in fixed for k in WEIGHTS])
     best_w = np.array([fixed.get(k, getattr(backend.params, k)) for k in WEIGHTS], dtype=float)
     start = best = top1_dice(table, best_w)
@@ -60,9 +96,23 @@ def tune(backend: AppearanceBackend, samples, phrase: str = "dark oval", n_iter:
         w = best_w * np.exp(rng.normal(0, 0.35, len(best_w))) if rng.random() < 0.7 else rng.uniform(0, 2, len(best_w))
         w = np.where(hold, best_w, w)
         d = top1_dice(table, w)
-        if d > best:
+        if d > best + 1e-9:
             best, best_w = d, w
     tuned = AppearanceBackend(replace(backend.params, **{k: round(float(v), 3) for k, v in zip(WEIGHTS, best_w)}))
     oracle = float(np.mean([d.max() if len(d) else 0.0 for _, d in table]))
-    return tuned, {"phrase": phrase, "n_images": len(samples), "top1_dice_before": start, "top1_dice_after": best,
-                   "oracle_dice": oracle, "weights": dict(zip(WEIGHTS, map(float, best_w)))}
+    return tuned, {"phrase": phrase, "part": part, "n_images": len(samples), "ids": [s.id for s in samples],
+                   "top1_dice_before": start, "top1_dice_after": best, "oracle_dice": oracle,
+                   "weights": dict(zip(WEIGHTS, map(float, best_w)))}
+
+
+def fit_on_labeled(backend: AppearanceBackend, samples, split: dict, ratio: float, phrase: str = "dark oval",
+                   n_iter: int = 2000, seed: int = 0, progress: bool = True) -> tuple[AppearanceBackend, dict]:
+    """Weights fitted on the labeled images of ``ratio`` in ``split`` only (never val, test or the unlabeled
+    pool): what ``busnb pseudo-label ... --fit-on labeled`` uses. ``phrase``: the phrases of the prompt
+    (separated by '.'), scored as the pipeline scores them."""
+    from ..splits import subsets
+
+    labeled = subsets(samples, split, ratio)["labeled"]
+    if not labeled:
+        raise TuneError(f"fit_on_labeled: the split has no labeled images at {ratio} %. Fix: pick a ratio with labels.")
+    return tune(backend, labeled, phrase, n_iter=n_iter, seed=seed, progress=progress, part="labeled", split=split)

@@ -7,21 +7,25 @@ from .base import Method, Supervised
 from .classic import BCP, CrossPseudoSupervision, MeanTeacher
 from .dual_teacher import ABLATION, DualTeacher
 from .dual_uncertainty import DualUncertainty
+from .dusss import ABLATION_DUSSS, DuSSS
 
 METHODS: dict[str, type[Method]] = {"supervised": Supervised, "dual_teacher": DualTeacher, "mean_teacher": MeanTeacher,
                                     "cps": CrossPseudoSupervision, "bcp": BCP, "dual_uncertainty": DualUncertainty}
+METHODS["dusss"] = DuSSS
 
 # Ablation of the dual-network uncertainty-guided method: one switch off at a time
 DUAL_UNCERTAINTY_ABLATION = {
     "dual_uncertainty-no_entropy_filter": ("dual_uncertainty", {"entropy_filter": False}),
     "dual_uncertainty-no_kl_weighting": ("dual_uncertainty", {"kl_weighting": False}),
     "dual_uncertainty-no_prototype": ("dual_uncertainty", {"prototype": False}),
+    "dual_uncertainty-no_cosine": ("dual_uncertainty", {"cosine": False}),
     "dual_uncertainty-bce_dice": ("dual_uncertainty", {"pseudo_loss": "bce_dice"}),
 }
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
                                          "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"})}
+VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)
 BASELINES = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty")
@@ -36,6 +40,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ablation": tuple(ABLATION),
     "dual_uncertainty_ablation": ("dual_uncertainty", *DUAL_UNCERTAINTY_ABLATION),
 }
+GROUPS["dusss_ablation"] = ("dusss", *ABLATION_DUSSS)
 
 
 def expand_variants(names) -> tuple[str, ...]:

@@ -30,10 +30,28 @@ class Method(nn.Module):
     needs_unlabeled = False
     capturable = True          # static shapes, no host sync in loss/after_step: the trainer may capture it
     frozen: tuple = ()         # submodules restored by attach() from a stage: not stored in last.pt
+    total_steps: int | None = None  # optimiser steps of the whole run; set by the Trainer (ramp-up horizons)
 
     def __init__(self, make_net):
         super().__init__()
         self.student = make_net()
+
+    def optimizer_recipe(self) -> dict | None:
+        """The optimiser this method trains with: None = the profile's shared Adam + ReduceLROnPlateau on
+        validation Dice (every method alike, as in the paper's comparison table); or a dict for
+        :func:`busnb.optim.build_optimizer`, e.g. ``{"name": "sgd", "lr": 0.01, "momentum": 0.9,
+        "weight_decay": 1e-4, "schedule": "poly", "power": 0.9}`` (stepped per iteration by the trainer)."""
+        return None
+
+    def horizon(self, steps: int | None) -> int:
+        """A ramp-up length in optimiser steps: ``steps`` when given, else the whole run (``total_steps``,
+        which the trainer sets before the first step)."""
+        if steps is not None:
+            return int(steps)
+        if self.total_steps is None:
+            raise ValueError(f"method '{self.name}': its ramp-up spans the whole run but total_steps is not set; "
+                             "train it through busnb.train.Trainer (which sets it) or pass rampup_steps=<int>")
+        return int(self.total_steps)
 
     def trainable(self):
         return [p for p in self.student.parameters() if p.requires_grad]

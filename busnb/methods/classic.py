@@ -14,21 +14,40 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import bce_dice, dice_loss
+from ..optim import paper_or_shared
 from .base import Method, Supervised, ema_update, sigmoid_rampup
 
 
+# The published optimisers (``optimizer="paper"``); ``"shared"`` trains with the profile's Adam instead.
+SSL4MIS_SGD = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "poly", "power": 0.9}
+BCP_SGD = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant"}
+
+
 class MeanTeacher(Method):
-    """L = L_s + w(t) * MSE(sigmoid(student(x_u + n)), sigmoid(teacher(x_u + n'))), teacher = EMA of student,
-    w(t) = lambda_u * sigmoid ramp-up; n, n' Gaussian input noise (sd ``noise``)."""
+    """Mean Teacher (Tarvainen & Valpola 2017), in the form of the medical re-implementation its segmentation
+    results are usually quoted from (SSL4MIS, ``train_mean_teacher_2D``):
+
+    L = L_s + w(t) * MSE(sigmoid(student(x_u + n)), sigmoid(teacher(x_u + n'))), n, n' = clip(N(0, noise^2),
+    -2 noise, 2 noise) (noise 0.1); teacher = EMA of the student, decay a = min(ema_decay, (t + 1) / (t + 10)),
+    ema_decay 0.99; w(t) = lambda_u * exp(-5 (1 - t / T)^2) (the paper's sigmoid ramp-up), lambda_u = 0.1,
+    T = ``rampup_steps`` or, when None, the whole run (SSL4MIS: 200 x 150 of its 30,000 iterations).
+    ``optimizer``: "shared" (default) = the profile's Adam, as every method in the comparison; "paper" = SGD
+    lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per iteration. Weak augmentation (flip, rotation) is
+    the profile's ``augment="weak"``, applied by the trainer to every method alike."""
 
     name = "mean_teacher"
     needs_unlabeled = True
 
-    def __init__(self, make_net, lambda_u: float = 1.0, ema_decay: float = 0.99, noise: float = 0.05,
-                 rampup_steps: int = 1000):
+    def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
+                 rampup_steps: int | None = None, optimizer: str = "shared"):
         super().__init__(make_net)
+        paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
-        self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps)
+        self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
+                         optimizer=optimizer)
+
+    def optimizer_recipe(self):
+        return paper_or_shared(self.opts["optimizer"], SSL4MIS_SGD, "mean_teacher")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -39,15 +58,20 @@ class MeanTeacher(Method):
         o = self.opts
         x_u = batch_u["image"]
         ls = self.supervised(batch_l)
-        p_s = torch.sigmoid(self.student(x_u + o["noise"] * torch.randn_like(x_u)).float())
+        p_s = torch.sigmoid(self.student(x_u + input_noise(x_u, o["noise"])).float())
         with torch.no_grad():
-            p_t = torch.sigmoid(self.teacher(x_u + o["noise"] * torch.randn_like(x_u)).float())
+            p_t = torch.sigmoid(self.teacher(x_u + input_noise(x_u, o["noise"])).float())
         lu = F.mse_loss(p_s, p_t)
-        w = o["lambda_u"] * sigmoid_rampup(step, o["rampup_steps"])
-        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach()}
+        w = o["lambda_u"] * sigmoid_rampup(step, self.horizon(o["rampup_steps"]))
+        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach(), "w": torch.as_tensor(w, device=ls.device)}
 
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.opts["ema_decay"], step)
+
+
+def input_noise(x: torch.Tensor, sd: float) -> torch.Tensor:
+    """Mean Teacher's input perturbation: N(0, sd^2) clipped to [-2 sd, 2 sd] (SSL4MIS: sd 0.1, clip 0.2)."""
+    return torch.clamp(torch.randn_like(x) * sd, -2 * sd, 2 * sd)
 
 
 def cross_pseudo_loss(logits_1, logits_2, weight_1=None, weight_2=None, dice: bool = False):
@@ -55,9 +79,8 @@ def cross_pseudo_loss(logits_1, logits_2, weight_1=None, weight_2=None, dice: bo
 
     L = l(logits_1, y_2; weight_2) + l(logits_2, y_1; weight_1), where weight_k (optional, per pixel) is
     attached to the pseudo-label of network k, and l = pixel-mean weighted BCE, as published, plus a
-    weighted Dice term when ``dice`` (the form of SSL4MIS's CPS and of the paper's L_u = BCE + Dice; it
-    counts a small lesion as much as the background). On BUSI at 2.5 % labels from scratch, both forms
-    let the two networks agree on empty masks after ~10 epochs; see the README."""
+    weighted Dice term when ``dice`` (the form of the paper's L_u = BCE + Dice; it counts a small lesion as
+    much as the background; SSL4MIS's CPS uses cross-entropy alone)."""
     y1 = (logits_1.detach() > 0).float()
     y2 = (logits_2.detach() > 0).float()
     l12 = _wbce(logits_1, y2, weight_2)
@@ -83,17 +106,36 @@ def _wbce(logits, target, weight=None):
 
 
 class CrossPseudoSupervision(Method):
-    """Two networks of different initialisation: L = L_s(1) + L_s(2) + lambda_u * CPS(1, 2) on unlabeled;
-    ``pseudo_loss`` "bce" (default, as published) or "bce_dice" (see ``cross_pseudo_loss``)."""
+    """Cross pseudo supervision (Chen et al., CVPR 2021, Eq. 1-4): two networks of one architecture, each
+    initialised independently (different random draws); each learns the other's hard pseudo-label (the argmax,
+    here y_k = [p_k > 0.5] for one sigmoid output) with cross-entropy (``cross_pseudo_loss``):
+
+    L = L_s(1) + L_s(2) + w(t) * [CE(f_1(x_u), y_2) + CE(f_2(x_u), y_1)],   w(t) = lambda_u exp(-5 (1 - t/T)^2).
+
+    The trade-off weight follows CPS's medical re-implementation (SSL4MIS ``train_cross_pseudo_supervision_2D``,
+    the CPS row of the BCP and dual-network tables): lambda_u = 0.1 with a sigmoid ramp-up from 0 over the whole
+    run (``rampup_steps`` None; SSL4MIS: 200 x 150 of 30,000 iterations). (The paper's own lambda = 1.5 / 6 is
+    for ImageNet-pretrained backbones on VOC / Cityscapes. This class's former lambda = 1 reached over 1,000
+    steps let the two from-scratch networks, once they had memorised the 13 labeled BUSI images, agree on a
+    wrong answer for the unlabeled ones - 45 % foreground against ~9 % true - and later on empty masks; see
+    the README.) ``optimizer``: "shared" (default, the profile's Adam as for every
+    method of the comparison) or "paper" = SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per
+    iteration (both papers' schedule). Weak augmentation is the profile's ``augment="weak"`` (trainer, every
+    method alike). ``pseudo_loss``: "bce" (as published) or "bce_dice"."""
 
     name = "cps"
     needs_unlabeled = True
 
-    def __init__(self, make_net, lambda_u: float = 1.0, rampup_steps: int = 1000, pseudo_loss: str = "bce"):
+    def __init__(self, make_net, lambda_u: float = 0.1, rampup_steps: int | None = None, pseudo_loss: str = "bce",
+                 optimizer: str = "shared"):
         super().__init__(make_net)
         check_pseudo_loss(pseudo_loss)
+        paper_or_shared(optimizer, SSL4MIS_SGD, "cps")
         self.second = make_net()  # independent random initialisation
-        self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss)
+        self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, optimizer=optimizer)
+
+    def optimizer_recipe(self):
+        return paper_or_shared(self.opts["optimizer"], SSL4MIS_SGD, "cps")
 
     def trainable(self):
         return list(self.student.parameters()) + list(self.second.parameters())
@@ -104,8 +146,11 @@ class CrossPseudoSupervision(Method):
         o1, o2 = self.student(x), self.second(x)
         ls = bce_dice(o1[:n], batch_l["mask"]) + bce_dice(o2[:n], batch_l["mask"])
         lu = cross_pseudo_loss(o1[n:], o2[n:], dice=self.opts["pseudo_loss"] == "bce_dice")
-        w = self.opts["lambda_u"] * sigmoid_rampup(step, self.opts["rampup_steps"])
-        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach()}
+        w = self.opts["lambda_u"] * sigmoid_rampup(step, self.horizon(self.opts["rampup_steps"]))
+        with torch.no_grad():  # diagnostics: foreground fraction of each pseudo-label, agreement of the two
+            y1, y2 = (o1[n:] > 0).float(), (o2[n:] > 0).float()
+        return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach(), "w": torch.as_tensor(w, device=ls.device),
+                             "fg1": y1.mean(), "fg2": y2.mean(), "agree": (y1 == y2).float().mean()}
 
 
 def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) -> torch.Tensor:
@@ -121,9 +166,18 @@ def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) ->
 
 
 class BCPPretrain(Method):
-    """BCP stage 1: supervised with copy-paste between labeled images: x = x_a M + x_b (1-M), y likewise."""
+    """BCP stage 1: supervised with copy-paste between labeled images: x = x_a M + x_b (1-M), y likewise.
+    ``optimizer`` as :class:`BCP` ("paper": SGD lr 0.01, momentum 0.9, weight decay 1e-4, constant)."""
 
     name = "bcp_pretrain"
+
+    def __init__(self, make_net, optimizer: str = "shared"):
+        super().__init__(make_net)
+        paper_or_shared(optimizer, BCP_SGD, "bcp_pretrain")
+        self.opts = dict(optimizer=optimizer)
+
+    def optimizer_recipe(self):
+        return paper_or_shared(self.opts["optimizer"], BCP_SGD, "bcp_pretrain")
 
     def loss(self, batch_l, batch_u, step):
         x, y = batch_l["image"], batch_l["mask"]
@@ -135,17 +189,25 @@ class BCPPretrain(Method):
 
 
 class BCP(Method):
-    """BCP stage 2 (Eq. 5-8 of Bai et al.): teacher = EMA of the student, both initialised from the pre-trained net;
-    X_in = x_l M + x_u (1-M), X_out = x_u M + x_l (1-M); targets mix ground truth and the teacher's hard
-    pseudo-labels the same way; the unlabeled part of each loss is weighted by ``alpha`` (0.5)."""
+    """BCP stage 2 (Eq. 5-8 of Bai et al.): teacher = EMA of the student (decay 0.99), both initialised from the
+    pre-trained net; X_in = x_l M + x_u (1-M), X_out = x_u M + x_l (1-M) with M a zero-centred 2/3-sized
+    rectangle; targets mix ground truth and the teacher's hard pseudo-labels the same way; the unlabeled part
+    of each loss is weighted by ``alpha`` (0.5). No ramp-up: the released 2D code computes one but does not use
+    it (copy-paste keeps a labeled region in every input from the first step). ``optimizer``: "shared"
+    (default, the profile's Adam) or "paper" = the release's SGD lr 0.01, momentum 0.9, weight decay 1e-4,
+    constant, for the pre-training stage too. Weak augmentation: the profile's ``augment="weak"``."""
 
     name = "bcp"
     needs_unlabeled = True
 
-    def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99):
+    def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99, optimizer: str = "shared"):
         super().__init__(make_net)
+        paper_or_shared(optimizer, BCP_SGD, "bcp")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
-        self.opts = dict(alpha=alpha, ema_decay=ema_decay)
+        self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer)
+
+    def optimizer_recipe(self):
+        return paper_or_shared(self.opts["optimizer"], BCP_SGD, "bcp")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -156,7 +218,7 @@ class BCP(Method):
         """BCP's pre-training on the labeled images (copy-paste among them): the ``bcp_pretrain`` stage."""
         from ..stages import StageSpec
 
-        return [StageSpec("bcp_pretrain", {})]
+        return [StageSpec("bcp_pretrain", {} if self.opts["optimizer"] == "shared" else {"optimizer": self.opts["optimizer"]})]
 
     def attach(self, kind, state):
         """Student and teacher both start from the pre-trained network."""
@@ -185,4 +247,4 @@ class BCP(Method):
 
 
 __all__ = ["MeanTeacher", "CrossPseudoSupervision", "BCP", "BCPPretrain", "Supervised", "copy_paste_mask",
-           "cross_pseudo_loss"]
+           "cross_pseudo_loss", "input_noise", "SSL4MIS_SGD", "BCP_SGD"]

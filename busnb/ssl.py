@@ -1,0 +1,260 @@
+"""In-domain self-supervised pretraining of the U-Net encoder (SimCLR with lightly), per dataset and split seed.
+
+No ImageNet weights can be downloaded on many hospital and air-gapped machines, so the encoder is pretrained
+on the dataset itself: on the **train pool** of a split (labeled + unlabeled images of split seed ``k``;
+never its validation or test images), with no mask at all. The result depends on the split seed only (not on
+the labeled ratio: masks are not read), so one encoder serves every ratio and method of that seed.
+
+Method: SimCLR (Chen et al., ICML 2020): two augmented views per image, the encoder's deepest feature map
+average-pooled, a 2-layer projection head (``lightly.models.modules.SimCLRProjectionHead``) and the NT-Xent
+loss (``lightly.loss.NTXentLoss``, temperature 0.2). Views suit B-mode ultrasound (there is no colour to
+jitter): a random resized crop (area 35-100 %, aspect 3/4-4/3), horizontal flip, small rotation, gamma,
+Gaussian blur and multiplicative speckle (``busnb.augment``). Adam, lr 1e-3, cosine decay.
+
+The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` with
+``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
+encoder, image size, settings, the source of the modules in ``CODE``). Pretraining is written under a lock, checkpointed every epoch
+(``last.pt``, atomically) and resumes where it stopped. ``encoder_weights=ssl`` in a profile makes every
+network of a run (a method's students and teachers, and its stages) start from this encoder;
+``encoder_weights=<path to encoder.pt>`` uses a given file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .atomic import torch_save, write_json
+from .paths import cache_dir
+from .rundir import RunLock, clean_tmp
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    epochs: int = 100
+    batch: int = 64
+    lr: float = 1e-3
+    temperature: float = 0.2
+    proj_dim: int = 128
+    min_area: float = 0.35
+
+
+def ultrasound_views(img: torch.Tensor, min_area: float = 0.35) -> torch.Tensor:
+    """One random view of each image in ``img`` (B,1,H,W, [0,1]): resized crop + flip + rotation up to 10
+    degrees, then gamma, blur and speckle (``busnb.augment``). Draws from torch's default generator."""
+    from .augment import _uniform, blur, gamma, speckle
+
+    n = img.shape[0]
+    area = _uniform(n, min_area, 1.0, img)
+    logr = _uniform(n, math.log(3 / 4), math.log(4 / 3), img)
+    sx = torch.sqrt(area * torch.exp(logr)).clamp(max=1.0)
+    sy = torch.sqrt(area / torch.exp(logr)).clamp(max=1.0)
+    cx, cy = _uniform(n, -1, 1, img) * (1 - sx), _uniform(n, -1, 1, img) * (1 - sy)
+    ang = _uniform(n, -10, 10, img) * (math.pi / 180)
+    fx = torch.where(torch.rand(n, device=img.device) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos * sx * fx, -sin * sy, cx], 1),
+                         torch.stack([sin * sx * fx, cos * sy, cy], 1)], 1)
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    v = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return speckle(blur(gamma(v), p=0.5), max_sigma=0.2)
+
+
+class SimCLRModel(torch.nn.Module):
+    """The U-Net's encoder + global average pool + lightly's SimCLR projection head."""
+
+    def __init__(self, encoder: torch.nn.Module, feat_dim: int, proj_dim: int = 128):
+        super().__init__()
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.encoder = encoder
+        self.head = SimCLRProjectionHead(feat_dim, feat_dim, proj_dim)
+
+    def forward(self, x):
+        return self.head(self.encoder(x)[-1].mean((2, 3)))
+
+
+def nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss (Chen et al. 2020, Eq. 1) of two views' projections (lightly's NTXentLoss)."""
+    from lightly.loss import NTXentLoss
+
+    return NTXentLoss(temperature=temperature)(z0, z1)
+
+
+# the modules the encoder depends on (its cache key hashes these, not the whole package)
+CODE = ("ssl.py", "augment.py", "models.py", "data/tensors.py", "data/io.py")
+
+
+def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig) -> tuple[str, dict]:
+    from .provenance import source_hash
+
+    pool = sorted(s.id for s in list(parts["labeled"]) + list(parts["unlabeled"]))
+    inputs = {"dataset": parts["dataset"], "split": parts["split_name"], "seed": parts["seed"],
+              "content": parts["fingerprint"]["content"],
+              "pool": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12], "n_pool": len(pool),
+              "encoder": encoder, "image_size": size, "ssl": asdict(cfg), "code": source_hash(*CODE)}
+    return hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12], inputs
+
+
+def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig) -> Path:
+    key, _ = encoder_key(parts, encoder, size, cfg)
+    return cache_dir() / "encoders" / f"{parts['split_name']}-s{parts['seed']}-{encoder}-{size}px-{key}"
+
+
+def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLConfig(), progress: bool = True,
+                     device: str = "auto", seed: int | None = None) -> Path:
+    """Path of ``encoder.pt`` (the encoder's state dict) pretrained with SimCLR on the train pool of
+    ``parts`` (``busnb.experiment.prepare``: labeled + unlabeled images; val and test are not read). Cached by
+    inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the
+    caller's random state is untouched."""
+    from tqdm.auto import tqdm
+
+    from .data.tensors import SegArrays
+    from .models import build_model, pick_device
+    from .train import rng_state, seed_everything, set_rng_state
+
+    key, inputs = encoder_key(parts, encoder, size, cfg)
+    out = encoder_dir(parts, encoder, size, cfg)
+    done = out / "encoder.pt"
+    if done.is_file():
+        return done
+    pool = list(parts["labeled"]) + list(parts["unlabeled"])
+    if len(pool) < 2:
+        raise ValueError(f"self-supervised pretraining needs at least 2 train-pool images; split "
+                         f"{parts['split_name']} seed {parts['seed']} has {len(pool)}")
+    with RunLock(out, wait=True):
+        if done.is_file():
+            return done
+        clean_tmp(out, quiet=not progress)
+        write_json(out / "inputs.json", inputs)
+        dev = pick_device(device)
+        saved = rng_state()
+        seed_everything(1_000_003 + parts["seed"] if seed is None else seed)
+        try:
+            arrays = SegArrays(pool, size, progress=progress).to(dev)  # masks are loaded but never used
+            net = build_model(encoder, None, decoder_channels=(16, 16, 16, 16, 16)).net
+            model = SimCLRModel(net.encoder, net.encoder.out_channels[-1], cfg.proj_dim).to(dev)
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            batch = min(cfg.batch, len(pool))
+            steps = max(1, len(pool) // batch)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
+            epoch, losses = 0, []
+            last = out / "last.pt"
+            if last.is_file():
+                st = torch.load(last, map_location="cpu", weights_only=False)
+                model.load_state_dict(st["model"])
+                opt.load_state_dict(st["opt"])
+                sched.load_state_dict(st["sched"])
+                epoch, losses = st["epoch"], st["losses"]
+                set_rng_state(st["rng"])
+            bar = tqdm(range(epoch, cfg.epochs), desc=f"SimCLR {encoder} {size}px", disable=not progress,
+                       initial=epoch, total=cfg.epochs)
+            for ep in bar:
+                model.train()
+                perm = torch.randperm(len(pool), device=arrays.images.device)
+                tot = 0.0
+                for s in range(steps):
+                    x = arrays.images[perm[s * batch:(s + 1) * batch]].float() / 255.0
+                    loss = nt_xent(model(ultrasound_views(x, cfg.min_area)),
+                                   model(ultrasound_views(x, cfg.min_area)), cfg.temperature)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    tot += loss.item()
+                losses.append(round(tot / steps, 5))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "epoch": ep + 1, "losses": losses, "rng": rng_state()}, last)
+            write_json(out / "info.json", {"key": key, **inputs, "losses": losses, "n_images": len(pool)})
+            torch_save({k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}, done)
+        finally:
+            set_rng_state(saved)
+    return done
+
+
+@torch.no_grad()
+def embed(encoder: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """L2-normalised global embeddings (deepest feature map, average-pooled) of ``images`` (N,1,H,W) in [0, 1]."""
+    was = encoder.training
+    encoder.eval()
+    out = torch.cat([encoder(images[i:i + batch])[-1].mean((2, 3)) for i in range(0, len(images), batch)])
+    encoder.train(was)
+    return F.normalize(out, dim=1)
+
+
+def knn_agreement(emb: torch.Tensor, classes) -> float:
+    """Leave-one-out 1-nearest-neighbour class agreement of embeddings: the fraction of images whose nearest
+    other image (cosine) has the same image-level class. A label-free check that an encoder groups images by
+    what they show (BUSI: benign / malignant; phantom: lesion shape); chance is the class mix."""
+    sim = emb @ emb.T
+    sim.fill_diagonal_(-2)
+    nn_idx = sim.argmax(1).tolist()
+    return sum(classes[i] == classes[j] for i, j in enumerate(nn_idx)) / len(classes)
+
+
+def chance_agreement(classes) -> float:
+    """1-NN agreement of a random neighbour: sum over classes of p_c (n_c - 1) / (n - 1)."""
+    from collections import Counter
+
+    n = len(classes)
+    return sum(c * (c - 1) for c in Counter(classes).values()) / (n * (n - 1))
+
+
+def load_encoder(net, path: str | Path) -> None:
+    """Load an encoder state dict (``encoder.pt``) into ``net`` (a :class:`busnb.models.SegNet`), with a clear
+    error when the file is missing or belongs to another encoder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights {path} not found. Fix: pretrain one with `busnb pretrain "
+                                "--profile P --seed S` (or set encoder_weights=ssl), or give the path of an "
+                                "existing encoder.pt.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        net.net.encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit this network's encoder ({str(e).splitlines()[0]}). Fix: use an "
+                         "encoder.pt pretrained for the same encoder (busnb pretrain --profile with the "
+                         "run's encoder).") from None
+
+
+def is_path(weights) -> bool:
+    """An ``encoder_weights`` value that names a file rather than smp weights or ``ssl``."""
+    return isinstance(weights, (str, Path)) and (str(weights).endswith((".pt", ".pth")) or "/" in str(weights))
+
+
+def cmd_pretrain(a) -> int:
+    from .cli import _kv
+    from .config import check_overrides, get_profile
+    from .experiment import prepare
+
+    prof = get_profile(a.profile, **check_overrides(a.profile, _kv(a.set)))
+    cfg = SSLConfig(epochs=a.epochs or prof.ssl_epochs, batch=a.batch)
+    for seed in a.seeds:
+        parts = prepare(prof, a.dataset, 2.5, seed, a.root, progress=True)  # the train pool does not depend on the ratio
+        path = pretrain_encoder(parts, prof.encoder, prof.image_size, cfg, device=a.device or "auto")
+        info = json.loads((path.parent / "info.json").read_text())
+        print(f"split seed {seed}: {path}  ({info['n_images']} train-pool images, SimCLR loss "
+              f"{info['losses'][0]:.3f} -> {info['losses'][-1]:.3f})")
+        print(f"  use it: busnb train --profile {a.profile} --set encoder_weights=ssl ...  "
+              f"(or encoder_weights={path})")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("pretrain", help="in-domain SimCLR pretraining of the U-Net encoder on a split's train "
+                       "pool (cached per dataset and split seed)")
+    p.add_argument("--profile", default="smoke", help="encoder and image size come from the profile")
+    p.add_argument("--dataset")
+    p.add_argument("--root")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds (one encoder each)")
+    p.add_argument("--epochs", type=int, help="default: the profile's ssl_epochs")
+    p.add_argument("--batch", type=int, default=SSLConfig.batch)
+    p.add_argument("--set", action="append", help="profile override key=value")
+    p.add_argument("--device", help="cpu, cuda, ... (default: auto)")
+    p.set_defaults(fn=cmd_pretrain)

@@ -1,0 +1,273 @@
+"""DuSSS step 1: vision-language pretraining on the train pool (labeled + unlabeled images and their texts).
+
+Run as the ``vlm_pretrain`` stage (``busnb.stages``: cached by its inputs, resumable, own RNG stream) by the
+``dusss`` method, or alone with ``busnb vlm-pretrain --profile P --ratio R --seed S`` (the same stage, the
+same cache). What it reads: images of the labeled and unlabeled train pool; the texts of
+:mod:`busnb.vlm.texts` (class + phrase bank for every pool image, mask facts for labeled images); after
+training, the **labeled** masks once more to calibrate the activation map (:func:`calibrate`). Validation
+and test images are not read (there is no selection: the last epoch is the result).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..atomic import torch_save, write_json
+from .losses import dcl_loss
+from .model import VLM
+from .texts import LESION_PHRASES, pool_texts
+
+DEFAULTS = dict(encoder="resnet18", text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
+                temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3)
+
+
+def stage_params(**kw) -> dict:
+    """The ``vlm_pretrain`` stage's parameters (its cache key): :data:`DEFAULTS` with ``kw`` replaced.
+    ``epochs=None``: half the profile's epochs (at least 1)."""
+    unknown = set(kw) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown vlm_pretrain setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **kw}
+
+
+def load_images(samples, size: int, progress: bool = False) -> torch.Tensor:
+    """uint8 (N,1,S,S) images resized like the trainer's, **without opening any mask file**."""
+    from tqdm.auto import tqdm
+
+    from ..data.io import read_image
+    from ..data.tensors import resize_pair
+
+    out = torch.empty(len(samples), 1, size, size, dtype=torch.uint8)
+    for i, s in enumerate(tqdm(samples, desc=f"images {size}px", disable=not progress)):
+        out[i, 0] = torch.from_numpy(resize_pair(read_image(s.image), None, size)[0].copy())
+    return out
+
+
+def random_view(x: torch.Tensor) -> torch.Tensor:
+    """A random view of (B,1,H,W) images in [0,1]: horizontal flip, resized crop (area 60-100 %), gamma
+    0.7-1.4, Gaussian noise sd 0.02. Draws from torch's default generator."""
+    b, dev = x.shape[0], x.device
+    s = torch.sqrt(torch.empty(b, device=dev).uniform_(0.6, 1.0))
+    cx, cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - s), (torch.rand(b, device=dev) * 2 - 1) * (1 - s)
+    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
+    z = torch.zeros(b, device=dev)
+    theta = torch.stack([torch.stack([s * flip, z, cx], 1), torch.stack([z, s, cy], 1)], 1)
+    v = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False,
+                      padding_mode="border")
+    g = torch.exp(torch.empty(b, 1, 1, 1, device=dev).uniform_(math.log(0.7), math.log(1.4)))
+    return (v.clamp(0, 1) ** g + 0.02 * torch.randn_like(v)).clamp(0, 1)
+
+
+class TextTable:
+    """Every candidate sentence of the pool tokenised once; per image the indices of its sentences."""
+
+    def __init__(self, vlm: VLM, texts: dict[str, list[dict]], ids: list[str]):
+        self.sentences = sorted({t["text"] for v in texts.values() for t in v})
+        pos = {t: i for i, t in enumerate(self.sentences)}
+        tok = vlm.text.tokenize(self.sentences)
+        self.ids, self.mask = tok["input_ids"], tok["attention_mask"]
+        k = max(len(texts[i]) for i in ids)
+        self.cand = torch.tensor([[pos[texts[i][j % len(texts[i])]["text"]] for j in range(k)] for i in ids])
+        self.n = torch.tensor([len(texts[i]) for i in ids])
+
+    def sample_two(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two different sentences (indices into :attr:`sentences`) of each image in ``idx`` (the same one
+        when an image has a single sentence)."""
+        n = self.n[idx]
+        r1 = (torch.rand(len(idx)) * n).long().clamp(max=n - 1)
+        r2 = (r1 + 1 + (torch.rand(len(idx)) * (n - 1).clamp_min(1)).long()) % n
+        c = self.cand[idx]
+        return c.gather(1, r1[:, None])[:, 0], c.gather(1, r2[:, None])[:, 0]
+
+
+@torch.no_grad()
+def phrase_embeddings(vlm: VLM, phrases=LESION_PHRASES) -> torch.Tensor:
+    """(K,D) normalised embeddings of ``phrases`` by the online text encoder (eval mode)."""
+    was = vlm.training
+    vlm.eval()
+    dev = next(vlm.parameters()).device
+    tok = vlm.text.tokenize(list(phrases))
+    g = vlm.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev))["g"]
+    vlm.train(was)
+    return g
+
+
+def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESION_PHRASES, steps: int = 200) -> dict:
+    """Platt scaling of the activation map on **labeled train** images: (a, b) of sigmoid(a z + b) fitted by
+    logistic regression of the mask on the standardised map z, and the foreground base rate pi; written into
+    ``vlm.calib``. Returns the fit (a, b, pi, pixel AUC-free log-loss before / after)."""
+    dev = next(vlm.parameters()).device
+    vlm.eval()
+    vlm.calib.copy_(torch.tensor([1.0, 0.0, 0.5]))
+    with torch.no_grad():
+        g = phrase_embeddings(vlm, phrases)
+        zs = []
+        for i in range(0, len(images), 16):
+            x = images[i:i + 16].to(dev).float() / 255.0
+            cos = vlm.activation(x, g)
+            flat = cos.flatten(1)
+            zs.append(((cos - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-6)).cpu())
+    z, y = torch.cat(zs).flatten(), masks.float().flatten()
+    ab = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    pi = float(y.mean().clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        prior_loss = float(F.binary_cross_entropy(torch.full_like(y, pi), y))
+        fit_loss = float(F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y))
+    a, b = float(ab[0].detach()), float(ab[1].detach())
+    vlm.calib.copy_(torch.tensor([a, b, pi]))
+    return {"a": a, "b": b, "pi": pi, "logloss_prior": prior_loss, "logloss_map": fit_loss, "n_images": len(images)}
+
+
+def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool = True, device: str = "auto") -> dict:
+    """Train a :class:`VLM` with :func:`busnb.vlm.losses.dcl_loss` on the train pool of ``parts`` and write
+    ``best.pt`` (``{"net": state_dict}``, the last epoch), ``history.json`` and ``texts.json``; resumes from
+    ``last.pt``. Returns the stage info (losses per epoch, calibration)."""
+    from tqdm.auto import tqdm
+
+    from ..data.io import load_pair
+    from ..data.tensors import resize_pair
+    from ..models import pick_device
+    from ..train import rng_state, set_rng_state
+
+    p = stage_params(**params)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    pool = list(parts["labeled"]) + list(parts["unlabeled"])
+    if len(pool) < 2:
+        raise ValueError(f"VLM pretraining needs at least 2 train-pool images; {parts['split_name']} has {len(pool)}")
+    size = profile.image_size
+    epochs = p["epochs"] or max(1, profile.epochs // 2)
+    texts = pool_texts(parts["labeled"], parts["unlabeled"])
+    write_json(out / "texts.json", {s.id: texts[s.id] for s in pool})
+    images = load_images(pool, size, progress).to(dev)
+    vlm = VLM.from_params(p).to(dev)
+    table = TextTable(vlm, texts, [s.id for s in pool])
+    t_ids, t_mask = table.ids.to(dev), table.mask.to(dev)
+    opt = torch.optim.AdamW(vlm.trainable(), lr=p["lr"], weight_decay=1e-4)
+    batch = min(p["batch"], len(pool))
+    steps = max(1, len(pool) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    epoch, history = 0, []
+    last = out / "last.pt"
+    if last.is_file():
+        st = torch.load(last, map_location="cpu", weights_only=False)
+        vlm.load_state_dict(st["vlm"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        epoch, history = st["epoch"], st["history"]
+        set_rng_state(st["rng"])
+    bar = tqdm(range(epoch, epochs), desc=f"VLM pretrain (dcl={p['dcl']}, sss={p['sss']})", disable=not progress,
+               initial=epoch, total=epochs)
+    for ep in bar:
+        vlm.train()
+        perm = torch.randperm(len(pool))
+        sums: dict = {}
+        for s in range(steps):
+            idx = perm[s * batch:(s + 1) * batch]
+            x = images[idx.to(dev)].float() / 255.0
+            s1, s2 = table.sample_two(idx)
+            s1, s2 = s1.to(dev), s2.to(dev)
+            loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
+                                  dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            vlm.momentum_update()
+            for k, v in {"loss": loss.detach(), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        history.append({"epoch": ep + 1, **{k: round(v / steps, 5) for k, v in sums.items()}})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+        torch_save({"vlm": vlm.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "epoch": ep + 1, "history": history, "rng": rng_state()}, last)
+        write_json(out / "history.json", history)
+    # calibration of the activation map on labeled train masks (never val / test / unlabeled)
+    lab_img, lab_mask = [], []
+    for s in parts["labeled"]:
+        im, m = resize_pair(*load_pair(s), size)
+        lab_img.append(torch.from_numpy(im.copy())[None])
+        lab_mask.append(torch.from_numpy(np.asarray(m).copy())[None])
+    cal = calibrate(vlm, torch.stack(lab_img), torch.stack(lab_mask), steps=100)
+    torch_save({"net": {k: v.detach().cpu() for k, v in vlm.state_dict().items()}, "params": p}, out / "best.pt")
+    return {"epochs": epochs, "params": p, "first": history[0] if history else None,
+            "final": history[-1] if history else None, "calibration": cal, "n_images": len(pool),
+            "n_sentences": len(table.sentences)}
+
+
+def pretrained_vlm(parts: dict, profile, seed: int, progress: bool = True, device: str = "auto",
+                   **settings) -> tuple[VLM, dict]:
+    """(VLM in eval mode, stage info) of the ``vlm_pretrain`` stage for ``parts`` / ``profile`` / ``seed`` with
+    ``settings`` (:func:`stage_params`): from the stage cache, or pretrained now (same cache as ``dusss``)."""
+    from ..stages import StageContext, StageSpec, run_stage
+
+    params = stage_params(**settings)
+    ctx = StageContext(parts, profile, seed, None, {}, {"device": device} if device != "auto" else {}, progress)
+    state, info = run_stage(StageSpec("vlm_pretrain", params), ctx)
+    vlm = VLM.from_params(params)
+    vlm.load_state_dict(state)
+    return vlm.eval(), info
+
+
+@torch.no_grad()
+def similarity_matrices(vlm: VLM, images: torch.Tensor, sentences: list[str], sss_tau: float = 0.1) -> dict:
+    """For images (B,1,H,W in [0,1]) and one sentence each: the image-text cosine matrix (B,B), the SSS
+    targets from the momentum text Gaussians (what the loss is trained towards with SSS on), the one-hot
+    targets (SSS off) and the W2 similarity of the text Gaussians."""
+    from .losses import same_sentence, sss_targets, w2_similarity
+
+    vlm.eval()
+    dev = next(vlm.parameters()).device
+    tok = vlm.text.tokenize(sentences)
+    ids, mask = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
+    im = vlm.encode_image(images.to(dev))
+    tx = vlm.encode_text(ids, mask)
+    tm = vlm.encode_text(ids, mask, momentum=True)
+    return {"cosine": (im["g"] @ tx["g"].t()).cpu(), "sss_targets": sss_targets(tm["g"], tm["sigma"], sss_tau, same_sentence(ids)).cpu(),
+            "onehot": torch.eye(len(sentences)), "w2_similarity": w2_similarity(tm["g"], tm["sigma"], tm["g"],
+                                                                                tm["sigma"], sss_tau).cpu(),
+            "text_sigma": tx["sigma"].mean(1).cpu()}
+
+
+def cmd_vlm_pretrain(a) -> int:
+    from ..cli import _kv
+    from ..config import check_overrides, get_profile
+    from ..experiment import prepare
+
+    prof = get_profile(a.profile, **check_overrides(a.profile, _kv(a.set)))
+    settings = _kv(a.vlm_set)
+    stage_params(**settings)  # unknown settings fail before any data is loaded
+    parts = prepare(prof, a.dataset, a.ratio, a.seed, a.root, progress=True)
+    _, info = pretrained_vlm(parts, prof, a.seed, True, a.device or "auto", **settings)
+    f, c = info["final"], info["calibration"]
+    print(json.dumps({"dir": info["dir"], "epochs": info["epochs"], "first": info["first"], "final": f,
+                      "calibration": c}, indent=1))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("vlm-pretrain", help="DuSSS vision-language pretraining (DCL + SSS) on a split's train pool; "
+                       "the vlm_pretrain stage that `busnb train --method dusss` uses (same cache)")
+    p.add_argument("--profile", default="smoke")
+    p.add_argument("--dataset")
+    p.add_argument("--root")
+    p.add_argument("--ratio", type=float, default=2.5, help="labeled ratio: labeled texts use mask facts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", help="profile override key=value")
+    p.add_argument("--vlm-set", action="append", help=f"pretraining setting key=value, of {sorted(DEFAULTS)}")
+    p.add_argument("--device", help="cpu, cuda, ... (default: auto)")
+    p.set_defaults(fn=cmd_vlm_pretrain)

@@ -1,0 +1,227 @@
+"""DuSSS: loss terms on hand-made tensors, the VLM, texts (no val/test/unlabeled mask read), the pretraining stage,
+the tiny transformers path offline, and a dusss training step through the trainer on phantom data."""
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from busnb.data.record import Sample
+from busnb.data.tensors import SegArrays
+from busnb.models import build_model
+from busnb.vlm import losses as L
+from busnb.vlm.model import VLM, ModelNotFound, momentum_update, tiny_bert, word_tokenizer
+from busnb.vlm.texts import VOCAB, check_words, describe, mask_facts, pool_texts
+
+TINY = partial(build_model, "resnet18", None, (32, 16, 16, 8, 8))
+
+
+def _unit(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+
+
+# -- loss terms ---------------------------------------------------------------------------------------------
+def test_symmetric_infonce_is_symmetric_and_rewards_alignment():
+    a, b = _unit(6, 8, 0), _unit(6, 8, 1)
+    assert torch.allclose(L.symmetric_infonce(a, b), L.symmetric_infonce(b, a))
+    aligned = L.symmetric_infonce(a, a)
+    assert aligned < L.symmetric_infonce(a, b)
+    assert aligned < L.symmetric_infonce(a, a[torch.tensor([1, 0, 3, 2, 5, 4])])
+    # one-hot soft targets equal the hard-label form
+    assert torch.allclose(L.symmetric_infonce(a, b, targets=torch.eye(6)), L.symmetric_infonce(a, b))
+
+
+def test_w2_similarity_of_identical_gaussians_is_maximal():
+    mu, sig = _unit(5, 8, 2), torch.rand(5, 8) * 0.3 + 0.05
+    w2 = L.w2_squared(mu, sig, mu, sig)
+    assert torch.allclose(w2.diagonal(), torch.zeros(5), atol=1e-5)
+    sim = L.w2_similarity(mu, sig, mu, sig)
+    assert torch.allclose(sim.diagonal(), torch.ones(5), atol=1e-5)
+    assert (sim.diagonal()[:, None] >= sim).all()
+    # same mean, other sigma: lower similarity
+    assert L.w2_similarity(mu[:1], sig[:1], mu[:1], sig[:1] + 0.5) < 1 - 1e-3
+    # W2^2 = ||mu1 - mu2||^2 + ||sigma1 - sigma2||^2
+    expect = (mu[0] - mu[1]).pow(2).sum() + (sig[0] - sig[1]).pow(2).sum()
+    assert torch.allclose(w2[0, 1], expect, atol=1e-5)
+
+
+def test_sss_targets_soften_as_sigma_grows_and_same_text_same_target():
+    mu = _unit(4, 8, 3)
+    mu = torch.cat([mu, mu[:1]])  # sentence 4 = sentence 0
+    ids = torch.tensor([[1, 5], [1, 6], [1, 7], [1, 8], [1, 5]])
+    same = L.same_sentence(ids)
+    assert same[0, 4] and same[4, 0] and not same[0, 1]
+    ent = []
+    for s in (0.01, 0.5, 2.0):
+        q = L.sss_targets(mu, torch.full((5, 8), s), same=same)
+        assert torch.allclose(q.sum(1), torch.ones(5))
+        assert torch.allclose(q[0, 4], q[0, 0]) and torch.allclose(q[4, 0], q[4, 4])  # same text, same target
+        ent.append(float(-(q * q.log()).sum(1).mean()))
+    assert ent[0] < ent[1] < ent[2]
+    # random encoders (every embedding alike): the targets are not uniform, the own sentence keeps half
+    q0 = L.sss_targets(torch.ones(4, 8) / 8 ** 0.5, torch.full((4, 8), 0.1))
+    assert torch.allclose(q0.diagonal(), torch.full((4,), 0.5 + 0.5 / 4))
+
+
+def test_dcl_loss_terms_follow_the_switches():
+    torch.manual_seed(0)
+    v = VLM(dim=16, text_hidden=16, text_layers=1)
+    tok = v.text.tokenize(["a dark oval lesion", "a benign breast lesion", "a malignant breast lesion",
+                           "a dark oval lesion"])
+    x = torch.rand(4, 1, 32, 32)
+    ids, m = tok["input_ids"], tok["attention_mask"]
+    _, full = L.dcl_loss(v, x, x, ids, m, ids, m)
+    assert {"it", "ii", "tt", "gl", "gauss", "target_entropy"} <= set(full)
+    _, no_dcl = L.dcl_loss(v, x, x, ids, m, ids, m, dcl=False)
+    assert "ii" not in no_dcl and "tt" not in no_dcl and "it" in no_dcl
+    _, no_sss = L.dcl_loss(v, x, x, ids, m, ids, m, sss=False)
+    assert "gauss" not in no_sss and "target_entropy" not in no_sss
+    loss, _ = L.dcl_loss(v, x, x, ids, m, ids, m)
+    loss.backward()
+    assert v.text_sigma.lin.weight.grad is not None and v.text_sigma.lin.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in v.momentum_copy.parameters())
+
+
+def test_momentum_update():
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    before = a.weight.detach().clone()
+    momentum_update(a, b, 0.995)
+    assert torch.allclose(a.weight, 0.995 * before + 0.005 * b.weight)
+
+
+# -- texts --------------------------------------------------------------------------------------------------
+def test_texts_never_open_unlabeled_masks(tmp_path):
+    from busnb.data.io import DataError
+
+    missing = Sample("u1", tmp_path / "u1.png", (tmp_path / "gone_mask.png",), "malignant")
+    corrupt_p = tmp_path / "bad_mask.png"
+    corrupt_p.write_bytes(b"not a png")
+    corrupt = Sample("u2", tmp_path / "u2.png", (corrupt_p,), "benign")
+    texts = pool_texts([], [missing, corrupt])
+    assert "malignant" in texts["u1"][0]["text"] and "benign" in texts["u2"][0]["text"]
+    assert all("mask" not in t["uses"] for v in texts.values() for t in v)
+    with pytest.raises((DataError, FileNotFoundError, OSError)):
+        pool_texts([missing], [])  # a labeled image's mask is read (and must exist)
+    calls = []
+    pool_texts([missing], [corrupt], read_mask=lambda s: calls.append(s.id) or np.ones((8, 8), bool))
+    assert calls == ["u1"]
+    with pytest.raises(ValueError, match="both labeled and unlabeled"):
+        pool_texts([missing], [missing], read_mask=lambda s: np.ones((8, 8), bool))
+
+
+def test_mask_facts_and_vocabulary():
+    m = np.zeros((90, 90), bool)
+    yy, xx = np.mgrid[:90, :90]
+    m[((yy - 15) / 8) ** 2 + ((xx - 75) / 14) ** 2 <= 1] = True  # oval, upper right, small
+    f = mask_facts(m)
+    assert (f.shape, f.row, f.col) == ("oval", "upper", "right")
+    assert mask_facts(np.zeros((9, 9), bool)).empty
+    s = Sample("x", Path("x.png"), (), "benign")
+    for t in describe(s, f) + describe(Sample("p", Path("p.png"), (), "lobulated")):
+        assert check_words(t["text"]) == [], t
+    assert "benign" in VOCAB and "lobulated" in VOCAB
+
+
+# -- transformers path ---------------------------------------------------------------------------------------
+def test_tiny_transformers_text_model_end_to_end_offline(tmp_path):
+    tok = word_tokenizer()
+    bert = tiny_bert(len(tok), hidden=16, layers=1, heads=2)
+    folder = tmp_path / "tiny-bert"
+    bert.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    v = VLM(text=str(folder), dim=16)
+    t = v.text.tokenize(["a dark oval lesion", "a breast tumor"])
+    assert t["input_ids"][0, 1] == tok.convert_tokens_to_ids("a")
+    x = torch.rand(2, 1, 32, 32)
+    loss, _ = L.dcl_loss(v, x, x, t["input_ids"], t["attention_mask"], t["input_ids"], t["attention_mask"])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None for p in v.text.backbone.parameters())
+    with pytest.raises(ModelNotFound, match="huggingface-cli download"):
+        VLM(text=str(tmp_path / "no-such-model"))
+
+
+# -- the stage and the method -------------------------------------------------------------------------------
+def test_pretrain_stage_writes_and_resumes(phantom_small, tmp_path):
+    from busnb.config import get_profile
+    from busnb.stages import STAGES
+    from busnb.vlm.pretrain import pretrain_vlm
+
+    assert "vlm_pretrain" in STAGES
+    parts = {"labeled": phantom_small[:2], "unlabeled": phantom_small[2:8], "split_name": "phantom-test"}
+    prof = get_profile("smoke", image_size=32)
+    params = dict(dim=16, text_hidden=16, text_layers=1, batch=4, epochs=1)
+    torch.manual_seed(0)
+    info = pretrain_vlm(params, parts, prof, tmp_path, progress=False, device="cpu")
+    assert (tmp_path / "best.pt").is_file() and info["epochs"] == 1 and np.isfinite(info["final"]["loss"])
+    assert set(info["calibration"]) >= {"a", "b", "pi"} and 0 < info["calibration"]["pi"] < 1
+    first = info["final"]
+    info2 = pretrain_vlm({**params, "epochs": 2}, parts, prof, tmp_path, progress=False, device="cpu")
+    import json
+
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert len(hist) == 2 and hist[0] == first and info2["final"]["epoch"] == 2
+    state = torch.load(tmp_path / "best.pt", weights_only=False)["net"]
+    v = VLM.from_params({**params})
+    v.load_state_dict(state)
+    assert not torch.equal(v.calib, torch.tensor([1.0, 0.0, 0.5]))
+
+
+def test_fusion_spans_zero_to_one_and_ignores_an_uninformative_map():
+    from busnb.methods.dusss import fuse_log_odds
+
+    p = torch.tensor([0.02, 0.3, 0.5, 0.97])
+    assert torch.allclose(fuse_log_odds(p, torch.full_like(p, 0.2), 0.2), p, atol=1e-5)
+    y = fuse_log_odds(p, torch.tensor([0.01, 0.01, 0.9, 0.99]), 0.2)
+    assert y[0] < 0.05 and y[-1] > 0.99  # the release's sigmoid(p + map) stays within [0.5, 0.88]
+    assert y[1] < p[1] and y[2] > p[2]
+
+
+@pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine"])
+def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
+    from busnb.methods import GROUPS, build_method
+    from busnb.train import TrainConfig, Trainer
+
+    assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_text_refine")
+    lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
+                     SegArrays(phantom_small[10:12], 32))
+    torch.manual_seed(0)
+    m = build_method(variant, TINY)
+    specs = m.stages()
+    if variant == "dusss":
+        assert [s.kind for s in specs] == ["vlm_pretrain"] and specs[0].params["sss"] is True
+        pre = VLM.from_params(specs[0].params)
+        pre.calib.copy_(torch.tensor([2.0, -1.0, 0.2]))  # stands in for the pretrained stage
+        m.attach("vlm_pretrain", pre.state_dict())
+        assert m.phrase_g.abs().sum() > 0
+        vlm_before = {k: v.clone() for k, v in m.vlm.state_dict().items()}
+    else:
+        assert specs == [] and m.vlm is None
+    before = {n: p.clone() for n, p in m.student.named_parameters()}
+    cfg = TrainConfig(epochs=1, batch_labeled=2, batch_unlabeled=2, steps_per_epoch=2, progress=False)
+    t = Trainer(m, cfg, lab, val, unl, tmp_path)
+    t.fit(resume=False)
+    h = t.history[-1]
+    assert np.isfinite(h["loss"]) and np.isfinite(h["Lu"])
+    assert any(not torch.equal(before[n], p) for n, p in m.student.named_parameters())
+    opt_ids = {id(p) for g in t.opt.param_groups for p in g["params"]}
+    assert all(id(p) not in opt_ids for n, p in m.named_parameters() if n.startswith(("teacher", "vlm")))
+    if variant == "dusss":
+        assert all(torch.equal(vlm_before[k], v) for k, v in m.vlm.state_dict().items())
+        assert not any(k.startswith("vlm.") for k in m.checkpoint_state())
+        pl = m.pseudo_labels(unl.batch([0, 1])["image"])
+        assert pl["map"] is not None and not torch.allclose(pl["refined"], pl["teacher"])
+        from busnb.methods.dusss import pseudo_label_dice
+
+        d = pseudo_label_dice(m, unl)
+        assert 0 <= d["teacher"] <= 1 and 0 <= d["refined"] <= 1 and d["n"] == len(unl)
+
+
+def test_vlm_pretrain_command_rejects_unknown_settings(capsys):
+    from busnb.cli import main
+
+    assert main(["vlm-pretrain", "--profile", "smoke", "--vlm-set", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown vlm_pretrain setting" in err and "epochs" in err
