@@ -52,3 +52,15 @@ def write_png(path: Path, array, mode=None):
     im = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
     im.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two threads per process oversubscribe the
+    cores (a 10x slower step was measured); restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

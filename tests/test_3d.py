@@ -16,14 +16,7 @@ from busnb.vol.phantom import SHAPES_3D, Phantom3DConfig, lesion_mask_3d, make_p
 TINY3D = partial(build_volume_model, "unet3d", None, (2, 2, 4, 4, 8, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads per process oversubscribe the cores
-    (a 10x slower step was measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_phantom_volumes_shapes_labels_and_seeding():

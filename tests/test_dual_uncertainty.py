@@ -16,14 +16,7 @@ TINY = partial(build_model, "resnet18", None, (32, 16, 16, 8, 8))
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads per process oversubscribe the cores
-    (a 10x slower step was measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _z(*v):

@@ -105,26 +105,33 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 class _HFSam:
-    def __init__(self, spec, device, dtype):
-        from transformers import SamModel, SamProcessor
+    """SAM through transformers (``SamModel`` / ``SamProcessor``); :class:`_HFSam2` swaps in SAM 2."""
 
-        self.model = _load(SamModel, "SAM", spec, dtype=dtype).to(device).eval()
-        self.processor = _load(SamProcessor, "SAM", spec)
+    model_cls, processor_cls = "SamModel", "SamProcessor"
+
+    def __init__(self, spec, device, dtype):
+        import transformers
+
+        self.model = _load(getattr(transformers, self.model_cls), "SAM", spec, dtype=dtype).to(device).eval()
+        self.processor = _load(getattr(transformers, self.processor_cls), "SAM", spec)
         self.device, self.dtype = device, dtype
         self._key, self._emb = None, None
+
+    def _post_process(self, pred_masks, inp):
+        return self.processor.image_processor.post_process_masks(
+            pred_masks, inp["original_sizes"], inp["reshaped_input_sizes"])[0]
 
     @torch.no_grad()
     def masks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb = _rgb(image)
         inp = self.processor(images=rgb, input_boxes=[boxes.tolist()], return_tensors="pt")
         key = hashlib.sha1(rgb.tobytes()).hexdigest()
-        if key != self._key:  # one image embedding per image, reused for every box
+        if key != self._key:  # the image embedding (SAM 2: multi-level features), once per image, for every box
             self._emb = self.model.get_image_embeddings(inp["pixel_values"].to(self.device, self.dtype))
             self._key = key
         out = self.model(image_embeddings=self._emb, input_boxes=inp["input_boxes"].to(self.device, self.dtype),
                          multimask_output=True)
-        masks = self.processor.image_processor.post_process_masks(
-            out.pred_masks.float().cpu(), inp["original_sizes"], inp["reshaped_input_sizes"])[0]  # (n_box, 3, H, W)
+        masks = self._post_process(out.pred_masks.float().cpu(), inp)  # (n_box, 3, H, W)
         iou = out.iou_scores.float().cpu()[0]  # (n_box, 3)
         best = iou.argmax(-1)
         idx = torch.arange(len(best))
@@ -134,29 +141,10 @@ class _HFSam:
 class _HFSam2(_HFSam):
     """SAM 2 image predictor through transformers (``Sam2Model`` / ``Sam2Processor``)."""
 
-    def __init__(self, spec, device, dtype):
-        from transformers import Sam2Model, Sam2Processor
+    model_cls, processor_cls = "Sam2Model", "Sam2Processor"
 
-        self.model = _load(Sam2Model, "SAM", spec, dtype=dtype).to(device).eval()
-        self.processor = _load(Sam2Processor, "SAM", spec)
-        self.device, self.dtype = device, dtype
-        self._key, self._emb = None, None
-
-    @torch.no_grad()
-    def masks_for_boxes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = _rgb(image)
-        inp = self.processor(images=rgb, input_boxes=[boxes.tolist()], return_tensors="pt")
-        key = hashlib.sha1(rgb.tobytes()).hexdigest()
-        if key != self._key:  # multi-level image features, computed once per image
-            self._emb = self.model.get_image_embeddings(inp["pixel_values"].to(self.device, self.dtype))
-            self._key = key
-        out = self.model(image_embeddings=self._emb, input_boxes=inp["input_boxes"].to(self.device, self.dtype),
-                         multimask_output=True)
-        masks = self.processor.post_process_masks(out.pred_masks.float().cpu(), inp["original_sizes"])[0]
-        iou = out.iou_scores.float().cpu()[0]
-        best = iou.argmax(-1)
-        idx = torch.arange(len(best))
-        return masks[idx, best].numpy().astype(bool), iou[idx, best].numpy()
+    def _post_process(self, pred_masks, inp):
+        return self.processor.post_process_masks(pred_masks, inp["original_sizes"])[0]
 
 
 MEDSAM_SIZE = 1024
