@@ -49,10 +49,27 @@ def cmd_train(a) -> int:
     if a.method not in VARIANTS:
         raise ValueError(f"unknown method {a.method!r}; choose one of {sorted(VARIANTS)}")
     prof = get_profile(a.profile, **overrides)
+    if prof.ndim == 3:  # volumes: the 3D phantom through busnb.vol (same trainer, 3D networks and metrics)
+        return _train_3d(a, prof)
     dataset = a.dataset or prof.dataset
     out = a.out or runs_dir() / f"train-{prof.name}" / run_name(a.method, split_name(dataset, a.root, phantom=prof.phantom), a.ratio, a.seed)
     r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg),
                        force=a.force, train_kwargs=_train_kwargs(a))
+    print(json.dumps(r["test"], indent=1))
+    print(f"written to {out}")
+    return 0
+
+
+def _train_3d(a, prof) -> int:
+    from .paths import runs_dir
+    from .vol.experiment import run_volume_experiment
+
+    if a.dataset not in (None, "phantom3d") or a.root:
+        raise ValueError(f"profile {prof.name!r} trains on volumes of the 3D phantom; --dataset/--root name 2D "
+                         "datasets (use a 2D profile for them)")
+    out = a.out or runs_dir() / f"train-{prof.name}" / f"{a.method}-phantom3d-r{a.ratio:g}-s{a.seed}"
+    r = run_volume_experiment(prof, a.method, a.ratio, a.seed, out, method_kwargs=_kv(a.method_arg), force=a.force,
+                              train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
     print(f"written to {out}")
     return 0
@@ -83,7 +100,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks with papermill for a profile")
-    r.add_argument("--profile", default="smoke", choices=["smoke", "cpu", "gpu", "scratch"])
+    r.add_argument("--profile", default="smoke", choices=["smoke", "demo", "cpu", "gpu", "scratch"])
     r.add_argument("--notebooks", nargs="*", help="subset of notebooks (default: all, in order)")
     r.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value (JSON value)")
     r.add_argument("--out", help="run folder (default runs/<timestamp>-<profile>)")

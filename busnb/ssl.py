@@ -116,7 +116,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
 
     from .data.tensors import SegArrays
     from .models import build_model, pick_device
-    from .train import rng_state, seed_everything, set_rng_state
+    from .train import resume_loop_state, rng_state, save_loop_state, seed_everything, set_rng_state
 
     key, inputs = encoder_key(parts, encoder, size, cfg)
     out = encoder_dir(parts, encoder, size, cfg)
@@ -143,15 +143,8 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
             batch = min(cfg.batch, len(pool))
             steps = max(1, len(pool) // batch)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
-            epoch, losses = 0, []
             last = out / "last.pt"
-            if last.is_file():
-                st = torch.load(last, map_location="cpu", weights_only=False)
-                model.load_state_dict(st["model"])
-                opt.load_state_dict(st["opt"])
-                sched.load_state_dict(st["sched"])
-                epoch, losses = st["epoch"], st["losses"]
-                set_rng_state(st["rng"])
+            epoch, losses = resume_loop_state(last, model=model, opt=opt, sched=sched)
             bar = tqdm(range(epoch, cfg.epochs), desc=f"SimCLR {encoder} {size}px", disable=not progress,
                        initial=epoch, total=cfg.epochs)
             for ep in bar:
@@ -169,8 +162,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
                     tot += loss.item()
                 losses.append(round(tot / steps, 5))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
-                torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                            "epoch": ep + 1, "losses": losses, "rng": rng_state()}, last)
+                save_loop_state(last, ep + 1, losses, model=model, opt=opt, sched=sched)
             write_json(out / "info.json", {"key": key, **inputs, "losses": losses, "n_images": len(pool)})
             torch_save({k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}, done)
         finally:

@@ -5,7 +5,8 @@ receives the result (:meth:`~busnb.methods.base.Method.attach`); it never trains
 imports the experiment. Each stage kind is one function here:
 
 * ``static_teacher`` - the paper's T^A: APPG pseudo-labels of the unlabeled pool (cached by
-  ``busnb.appg.pipeline``), masks with foreground <= ``min_fg`` dropped, a U-Net trained on labeled +
+  ``busnb.appg.pipeline``), masks with foreground <= ``min_fg`` dropped, optionally only the ``keep_top``
+  most confident share of the rest (:func:`most_confident`; 1 = all, the paper), a U-Net trained on labeled +
   kept pseudo-labels, selected on validation Dice; also scored alone on test (``appg_static_teacher``).
 * ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images.
 * ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,20 @@ def _train(method, ctx: StageContext, labeled, out: Path, batch_labeled: int | N
     return {"best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"], "trainer": trainer}
 
 
+def most_confident(samples: list, labels, frac: float) -> list:
+    """The ``frac`` share (rounded up, at least one) of ``samples`` whose pseudo-labels have the highest
+    per-image confidence (:meth:`busnb.appg.pipeline.PseudoLabels.confidence`: box score x mask agreement,
+    computed from the image alone, so ranking uses no mask), ties broken by id; order of ``samples`` kept."""
+    if not 0 < frac <= 1:
+        raise ValueError(f"keep_top must be in (0, 1], not {frac!r}")
+    if not samples:
+        return []
+    n = max(1, math.ceil(round(frac * len(samples), 9)))
+    ranked = sorted(samples, key=lambda s: (-labels.confidence(s.id), s.id))[:n]
+    keep = {s.id for s in ranked}
+    return [s for s in samples if s.id in keep]
+
+
 def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """T^A: U-Net on labeled + kept APPG pseudo-labels of the unlabeled pool (batch = labeled + unlabeled
     batch of the main stage, same number of steps), selected on validation Dice, scored alone on test."""
@@ -126,6 +142,8 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     labels = generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress, workers=workers)
     kept = set(labels.kept_ids())
     pseudo = [s for s in p["unlabeled"] if s.id in kept]
+    if sp.get("keep_top", 1.0) < 1.0:
+        pseudo = most_confident(pseudo, labels, sp["keep_top"])
     targets = {s.id: labels.mask(s.id) for s in pseudo}
     train_set = SegArrays(p["labeled"] + pseudo, prof.image_size, targets=targets, progress=ctx.progress)
     r = _train(Supervised(ctx.make_net), ctx, train_set, out, prof.batch_labeled + prof.batch_unlabeled)

@@ -12,7 +12,8 @@ Executors:
 * ``local`` (default): a pool of ``slots`` worker processes; on CUDA machines ``slots = GPUs x per_gpu``
   and each worker is pinned to one GPU (``CUDA_VISIBLE_DEVICES``); on a CPU machine ``--workers`` (1).
 * ``ray``: the same jobs as Ray tasks (``num_gpus = 1 / per_gpu`` on GPU clusters), on an existing
-  cluster (``--ray-address``) or a local Ray started for the sweep. Ray is optional (``pip install ray``).
+  cluster (``--ray-address``; nodes share a filesystem) or a local Ray started for the sweep and shut down
+  after it. Ray is pinned in ``requirements.txt``; the run folders are the same with either executor.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def finished(job: Job) -> bool:
     return (Path(job.out) / "metrics.json").is_file()
 
 
-def _run_one(job: Job, env: dict | None = None, log_dir: Path | None = None) -> dict:
+def _run_one(job: Job, env: dict | None = None, log_dir: Path | None = None, cwd: str | None = None) -> dict:
     t0 = time.time()
     cmd = [sys.executable, "-m", "busnb", "train", *job.args, "--out", job.out]
     log = None
@@ -100,7 +101,7 @@ def _run_one(job: Job, env: dict | None = None, log_dir: Path | None = None) -> 
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{job.name}.log", "w")
     try:
-        p = subprocess.run(cmd, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        p = subprocess.run(cmd, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, cwd=cwd,
                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     finally:
         if log:
@@ -138,29 +139,55 @@ def run_local(jobs: list[Job], slots: int, gpus: list[int], log_dir: Path, progr
     return results
 
 
+# environment a Ray worker's ``busnb train`` needs from the driver (data roots, offline switches, threads)
+_FORWARD_ENV = ("BUSNB_", "HF_", "TRANSFORMERS_", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _forwarded_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+
+
 def run_ray(jobs: list[Job], per_gpu: int, address: str | None, log_dir: Path, progress: bool = True,
             workers: int = 1) -> list[dict]:
+    """Each job as a Ray task running ``busnb train`` in a subprocess (Ray sets its ``CUDA_VISIBLE_DEVICES``).
+
+    ``address``: an existing cluster (``ray start --head`` on one machine, ``ray start --address=...`` on the
+    others); every node must see the repository, the data and ``log_dir`` at the same paths (a shared
+    filesystem), because jobs write their run folders there. Without ``address`` a local Ray with ``workers``
+    CPUs is started for the sweep and shut down after it. Tasks run in the driver's working directory with its
+    ``BUSNB_*`` / ``HF_*`` / thread variables, so relative paths and offline switches mean the same there.
+    """
     try:
         import ray
     except ImportError as e:
         raise ValueError("the ray executor needs Ray: `pip install ray` (or use the default local executor)") from e
-    ray.init(address=address or None, ignore_reinit_error=True, include_dashboard=False,
-             **({} if address else {"num_cpus": max(1, workers)}))
-    gpus = ray.cluster_resources().get("GPU", 0)
-    opts = {"num_gpus": 1.0 / per_gpu} if gpus else {"num_cpus": 1}
-    remote = ray.remote(**opts)(_run_one)
-    refs = [remote.remote(j, None, log_dir) for j in jobs]
-    results = []
-    from tqdm.auto import tqdm
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": max(1, workers)}))
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        opts = {"num_gpus": 1.0 / per_gpu} if gpus else {"num_cpus": 1}
+        remote = ray.remote(max_retries=0, **opts)(_run_one)
+        cwd, env = os.getcwd(), _forwarded_env()
+        refs = [remote.remote(j, env, Path(log_dir).resolve(), cwd) for j in jobs]
+        results = []
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(refs), desc="sweep (ray)", disable=not progress)
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        results.extend(ray.get(done))
-        bar.update(len(done))
-    bar.close()
-    return results
+        bar = tqdm(total=len(refs), desc="sweep (ray)", disable=not progress)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for r in ray.get(done):
+                results.append(r)
+                if r["rc"] != 0:
+                    bar.write(f"job {r['job']} failed (rc {r['rc']}): see {Path(log_dir) / (r['job'] + '.log')}")
+            bar.update(len(done))
+        bar.close()
+        return results
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def sweep(profile: str, variants, ratios, seeds, out: str | Path, per_gpu: int = 4, workers: int | None = None,

@@ -81,6 +81,26 @@ def set_rng_state(st) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
+def save_loop_state(path: str | Path, epoch: int, log: list, **parts) -> None:
+    """Atomically write a pretraining loop's resume point: each of ``parts`` (name -> object with
+    ``state_dict``: model, optimiser, scheduler), the epochs done, the per-epoch log and the RNG states."""
+    torch_save({**{k: v.state_dict() for k, v in parts.items()}, "epoch": int(epoch), "log": list(log),
+                "rng": rng_state()}, path)
+
+
+def resume_loop_state(path: str | Path, **parts) -> tuple[int, list]:
+    """Inverse of :func:`save_loop_state`: loads ``parts`` and the RNG states from ``path`` and returns
+    (epochs done, log); (0, []) when there is no checkpoint yet."""
+    path = Path(path)
+    if not path.is_file():
+        return 0, []
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    for k, v in parts.items():
+        v.load_state_dict(st[k])
+    set_rng_state(st["rng"])
+    return int(st["epoch"]), list(st["log"])
+
+
 def amp_dtype(setting, device: torch.device):
     """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
     if setting in (False, None, "off", "fp32"):

@@ -146,3 +146,21 @@ def test_volume_experiment_writes_metrics(tmp_path):
     assert again["test"] == stored["test"]
     with pytest.raises(ValueError, match="2D"):
         run_volume_experiment(get_profile("smoke"), "supervised", 25, 0, tmp_path / "x", progress=False)
+
+
+def test_busnb_train_dispatches_3d_profiles(tmp_path, capsys):
+    """``busnb train --profile smoke3d`` trains on volumes (3D metrics); a 2D dataset with a 3D profile is refused
+    with an error naming the fix; ``python -m busnb.vol train`` is the same command with 3D defaults."""
+    from busnb.cli import main
+    from busnb.vol.__main__ import main as vol_main
+
+    sets = ["--set", "epochs=1", "--set", "steps_per_epoch=1", "--set", "decoder_channels=2,2,4,4,8,2",
+            "--set", 'phantom={"n_images": 6, "size": 36}']
+    assert main(["train", "--profile", "smoke3d", "--method", "supervised", "--ratio", "25", *sets,
+                 "--out", str(tmp_path / "r")]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert {"dice", "hd95", "asd"} <= set(m["test"]) and (tmp_path / "r" / "test_per_volume.csv").is_file()
+    assert main(["train", "--profile", "smoke3d", "--dataset", "busi", *sets, "--out", str(tmp_path / "x")]) == 2
+    assert "3D phantom" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert vol_main(["train", "--method", "supervised", "--ratio", "25", "--profile", "smoke3d", *sets,
+                     "--out", str(tmp_path / "r")]) == 0  # finished run of the same identity: reused

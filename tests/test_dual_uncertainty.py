@@ -165,3 +165,30 @@ def test_loss_terms_and_gradients_reach_both_networks(variant, method):
     loss.backward()
     for net in (m.student, m.second):
         assert sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None) > 0
+
+
+def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
+    """(D6) with unsup_rampup the pseudo-label and cosine terms enter with r(t) = exp(-5 (1 - t/T)^2): at step 0
+    the total is L_s + e^-5 (L_u + L_cos) (+ the prototype term, ramped in both); with the paper's weights
+    (unsup_rampup=False) they enter at full weight from the first step."""
+    m = method
+    g = torch.Generator().manual_seed(2)
+    bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
+    bu = {"image": torch.rand(2, 1, 32, 32, generator=g)}
+    old = dict(m.opts)
+    m.eval()  # no dropout / batch-norm updates: both calls see the same networks
+    try:
+        m.opts.update(rampup_steps=100, prototype=False)
+        with torch.no_grad():
+            ramped, t = m.loss(bl, bu, step=0)
+            m.opts["unsup_rampup"] = False
+            paper, tp = m.loss(bl, bu, step=0)
+    finally:
+        m.opts = old
+        m.train()
+    r = math.exp(-5.0)
+    assert float(t["w"]) == pytest.approx(r) and float(tp["w"]) == 1.0
+    assert ramped.item() == pytest.approx((t["Ls"] + r * (t["Lu"] + t["Lcos"])).item(), rel=1e-5)
+    assert paper.item() == pytest.approx((tp["Ls"] + tp["Lu"] + tp["Lcos"]).item(), rel=1e-5)
+    assert paper.item() - ramped.item() > 0.5 * (tp["Lu"] + tp["Lcos"]).item()
+    assert VARIANTS["dual_uncertainty-paper_weights"] == ("dual_uncertainty", {"unsup_rampup": False})

@@ -151,3 +151,34 @@ def test_rng_state_roundtrip_accepts_old_format():
     assert torch.equal(torch.rand(3), a)
     set_rng_state(st["cpu"])  # checkpoints of earlier versions stored the bare CPU state
     assert torch.equal(torch.rand(3), a)
+
+
+def test_static_teacher_keeps_only_the_most_confident_pseudo_labels(tmp_path):
+    """keep_top ranks the kept pseudo-labels by their image-only confidence (no mask) and trains T^A on the top
+    share; the default (1, the paper) leaves the stage's parameters - and so its cache key - unchanged."""
+    from types import SimpleNamespace
+
+    from busnb.methods import build_method
+    from busnb.models import build_model
+    from busnb.stages import most_confident
+
+    conf = {"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.5, "e": 0.0}
+    labels = SimpleNamespace(confidence=conf.__getitem__)
+    samples = [SimpleNamespace(id=i) for i in "abcde"]
+    assert [s.id for s in most_confident(samples, labels, 0.5)] == ["a", "c", "d"]  # ceil(2.5), input order
+    assert [s.id for s in most_confident(samples, labels, 0.4)] == ["a", "c"]       # tie c/d broken by id
+    assert [s.id for s in most_confident(samples, labels, 1.0)] == list("abcde")
+    assert [s.id for s in most_confident(samples, labels, 0.01)] == ["a"]
+    with pytest.raises(ValueError, match="keep_top"):
+        most_confident(samples, labels, 0)
+    make = lambda **k: build_model("resnet18", None, (32, 16, 16, 8, 8))  # noqa: E731
+    assert "keep_top" not in build_method("dual_teacher", make).stages()[0].params
+    assert build_method("dual_teacher", make, keep_top=0.5).stages()[0].params["keep_top"] == 0.5
+    with pytest.raises(ValueError, match="keep_top"):
+        build_method("dual_teacher", make, keep_top=1.5)
+    prof = _prof()
+    full = run_experiment(prof, "+static", out_dir=tmp_path / "full", progress=False)
+    half = run_experiment(prof, "+static", out_dir=tmp_path / "half", progress=False,
+                          method_kwargs={"keep_top": 0.5})
+    n = full["stage1"]["n_pseudo_kept"]
+    assert n >= 2 and half["stage1"]["n_pseudo_kept"] == -(-n // 2)

@@ -9,7 +9,8 @@ freezes it here. Stage 2 is the trainer's loop over this method.
 
 Switches reproduce the ablation rows from this one class (see ``ABLATION``):
 ``static`` (use T^A), ``ema`` (use T^B), ``fusion`` ("mean" or "uewf"), ``smoothing``
-("patch" / "overlap" / "pixel"), ``aurcl``.
+("patch" / "overlap" / "pixel"), ``aurcl``. ``keep_top`` (default 1, the paper) trains T^A on only that
+share of the pseudo-labels, the most confident by APPG's per-image confidence (``busnb.stages.most_confident``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class DualTeacher(Method):
                  smoothing: str = "patch", patch: int = 14, aurcl: bool = True, lambda_u: float = 1.0,
                  lambda_c: float = 0.5, ema_decay: float = 0.99, k_frac: float = 0.1, tau_floor: float = 0.2,
                  temperature: float = 0.1, pseudo_backend: str = "appearance", pseudo_prompt: str | None = None,
-                 pseudo_kwargs: dict | None = None, min_fg: float = 0.01):
+                 pseudo_kwargs: dict | None = None, min_fg: float = 0.01, keep_top: float = 1.0):
         super().__init__(make_net)
         if not (static or ema):
             raise ValueError("at least one teacher (static or ema) is needed")
@@ -41,7 +42,11 @@ class DualTeacher(Method):
         self.opts = dict(static=static, ema=ema, fusion=fusion, smoothing=smoothing, patch=patch, aurcl=aurcl,
                          lambda_u=lambda_u, lambda_c=lambda_c, ema_decay=ema_decay, k_frac=k_frac,
                          tau_floor=tau_floor, temperature=temperature)
+        if not 0 < keep_top <= 1:
+            raise ValueError(f"keep_top must be in (0, 1], not {keep_top!r}")
         self.pseudo = dict(backend=pseudo_backend, prompt=pseudo_prompt, kwargs=pseudo_kwargs or {}, min_fg=min_fg)
+        if keep_top < 1:  # only when set, so stage caches of the paper's setting keep their key
+            self.pseudo["keep_top"] = keep_top
         self.static_teacher = make_net() if static else None
         self.ema_teacher = copy.deepcopy(self.student) if ema else None
         for t in (self.static_teacher, self.ema_teacher):

@@ -29,7 +29,13 @@ Uncertainty-Guided Pseudo-Labeling", arXiv 2509.13084 (2025); release AIPMLab/Se
 * (D5) cosine consistency (:func:`cosine_consistency`): mean(1 - cos(p_A, p_B)) between the two networks'
   class-probability vectors on every image of the batch.
 
-L = L_s^A + L_s^B + lambda_u (L_u^A + L_u^B) + lambda_c(t) (L_c^A + L_c^B) + lambda_cos L_cos.
+L = L_s^A + L_s^B + r(t) [lambda_u (L_u^A + L_u^B) + lambda_cos L_cos] + lambda_c r(t) (L_c^A + L_c^B).
+
+* (D6) r(t): the sigmoid ramp-up exp(-5 (1 - t/T)^2) over the whole run (``rampup_steps`` None) or
+  ``rampup_steps``. The paper ramps only lambda_c (D4); ``unsup_rampup=True`` (default) also ramps the
+  pseudo-label and cosine terms, as CPS, Mean Teacher and MCF (the release's base) do for their unsupervised
+  terms. ``unsup_rampup=False`` is the paper's weighting: r(t) = 1 for L_u and L_cos from the first step
+  (variant ``dual_uncertainty-paper_weights``). Why the default departs: see *Stability* below.
 
 **Where this departs from the release, on purpose** (the paper's description is implemented, not the bugs):
 the release computes the prototype loss under ``torch.no_grad`` (it never trains anything: the term is a
@@ -181,7 +187,7 @@ class DualUncertainty(Method):
                  cosine: bool = True, percentile: float = 20.0, kl_temperature: float = 0.5,
                  lambda_u: float = 1.0, lambda_c: float = 0.1, lambda_cos: float = 1.0, temperature: float = 0.1,
                  rampup_steps: int | None = None, pseudo_loss: str = "bce", pseudo_target: str = "cross",
-                 second_arch: str = "partner", optimizer: str = "shared"):
+                 second_arch: str = "partner", optimizer: str = "shared", unsup_rampup: bool = True):
         check_pseudo_loss(pseudo_loss)  # options first: a bad one fails before any network is built
         if pseudo_target not in PSEUDO_TARGETS:
             raise ValueError(f"pseudo_target must be one of {PSEUDO_TARGETS}, not {pseudo_target!r}")
@@ -194,7 +200,7 @@ class DualUncertainty(Method):
                          cosine=cosine, percentile=percentile, kl_temperature=kl_temperature, lambda_u=lambda_u,
                          lambda_c=lambda_c, lambda_cos=lambda_cos, temperature=temperature,
                          rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, pseudo_target=pseudo_target,
-                         second_arch=second_arch, optimizer=optimizer)
+                         second_arch=second_arch, optimizer=optimizer, unsup_rampup=unsup_rampup)
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], DUAL_SGD, "dual_uncertainty")
@@ -219,17 +225,19 @@ class DualUncertainty(Method):
         lua, da = kl_rectified_loss(ua, ub, target=ta, **kw)
         lub, db = kl_rectified_loss(ub, ua, target=tb, **kw)
         lu = lua + lub
-        total = ls + o["lambda_u"] * lu
+        ramp = sigmoid_rampup(step, self.horizon(o["rampup_steps"]))
+        wu = ramp if o["unsup_rampup"] else 1.0  # (D6) ramp of the pseudo-label and consistency terms
+        total = ls + o["lambda_u"] * wu * lu
         terms = {"Ls": ls.detach(), "Lu": lu.detach(), "kl": (da["kl"] + db["kl"]) / 2,
-                 "keep": keep.mean(), "fg_a": ya.float().mean(), "fg_b": yb.float().mean()}
+                 "keep": keep.mean(), "fg_a": ya.float().mean(), "fg_b": yb.float().mean(),
+                 "w": torch.as_tensor(wu, dtype=torch.float32)}
         if o["prototype"]:
-            ramp = o["lambda_c"] * sigmoid_rampup(step, self.horizon(o["rampup_steps"]))
             lc = prototype_contrast(fa[n:], ya, ta, keep, o["temperature"]) + \
                 prototype_contrast(fb[n:], yb, tb, keep, o["temperature"])
-            total = total + ramp * lc
+            total = total + o["lambda_c"] * ramp * lc
             terms["Lc"] = lc.detach()
         if o["cosine"]:
             lcos = cosine_consistency(la, lb)
-            total = total + o["lambda_cos"] * lcos
+            total = total + o["lambda_cos"] * wu * lcos
             terms["Lcos"] = lcos.detach()
         return total, terms

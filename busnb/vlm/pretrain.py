@@ -141,7 +141,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     from ..data.io import load_pair
     from ..data.tensors import resize_pair
     from ..models import pick_device
-    from ..train import rng_state, set_rng_state
+    from ..train import resume_loop_state, save_loop_state
 
     p = stage_params(**params)
     out = Path(out)
@@ -162,15 +162,8 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     batch = min(p["batch"], len(pool))
     steps = max(1, len(pool) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
-    epoch, history = 0, []
     last = out / "last.pt"
-    if last.is_file():
-        st = torch.load(last, map_location="cpu", weights_only=False)
-        vlm.load_state_dict(st["vlm"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        epoch, history = st["epoch"], st["history"]
-        set_rng_state(st["rng"])
+    epoch, history = resume_loop_state(last, vlm=vlm, opt=opt, sched=sched)
     bar = tqdm(range(epoch, epochs), desc=f"VLM pretrain (dcl={p['dcl']}, sss={p['sss']})", disable=not progress,
                initial=epoch, total=epochs)
     for ep in bar:
@@ -193,8 +186,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
                 sums[k] = sums.get(k, 0.0) + float(v)
         history.append({"epoch": ep + 1, **{k: round(v / steps, 5) for k, v in sums.items()}})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-        torch_save({"vlm": vlm.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": ep + 1, "history": history, "rng": rng_state()}, last)
+        save_loop_state(last, ep + 1, history, vlm=vlm, opt=opt, sched=sched)
         write_json(out / "history.json", history)
     # calibration of the activation map on labeled train masks (never val / test / unlabeled)
     lab_img, lab_mask = [], []

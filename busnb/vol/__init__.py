@@ -8,5 +8,5 @@
   runs 5-D (N, C, D, H, W) data unchanged;
 * :mod:`busnb.vol.metrics` - 3D Dice, IoU, HD95, ASD (voxels);
 * :mod:`busnb.vol.experiment` - one 3D run: split, train, select on validation, test once, ``metrics.json``
-  (``python -m busnb.vol train --profile phantom3d --method dual_uncertainty --ratio 10 --seed 0``).
+  (``busnb train --profile phantom3d --method dual_uncertainty --ratio 10 --seed 0``).
 """

@@ -14,6 +14,8 @@ import copy
 import numpy as np
 import torch
 
+from ..data.tensors import SegArrays
+
 
 class VolumeArrays(torch.utils.data.Dataset):
     """Volumes (N, 1, D, H, W) uint8 and masks bool; ``patch`` (d, h, w) crops in :meth:`batch`, ``roi`` the
@@ -41,13 +43,7 @@ class VolumeArrays(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def to(self, device) -> "VolumeArrays":
-        device = torch.device(device)
-        if self.images.device == device or (device.type == self.images.device.type and device.index is None):
-            return self
-        new = copy.copy(self)
-        new.images, new.masks = self.images.to(device), self.masks.to(device)
-        return new
+    to = SegArrays.to  # a view whose images and masks live on ``device`` (self if already there)
 
     def whole(self) -> "VolumeArrays":
         """The same volumes without patch cropping (validation / test)."""

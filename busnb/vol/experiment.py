@@ -138,7 +138,7 @@ def load_volume_net(run_dir: str | Path, device="cpu"):
     meta, best = run_dir / "run.json", run_dir / "best.pt"
     if not meta.is_file() or not best.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished 3D run (needs run.json and best.pt). Fix: train it "
-                                "with `python -m busnb.vol train ... --out` or point at that folder.")
+                                "with `busnb train --profile phantom3d ... --out` or point at that folder.")
     ident = json.loads(meta.read_text())["identity"]
     prof = profile_from_dict(ident["profile"])
     prof = replace(prof, patch_size=tuple(prof.patch_size))
