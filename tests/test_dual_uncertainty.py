@@ -170,7 +170,7 @@ def test_loss_terms_and_gradients_reach_both_networks(variant, method):
 def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
     """(D6) with unsup_rampup the pseudo-label and cosine terms enter with r(t) = exp(-5 (1 - t/T)^2): at step 0
     the total is L_s + e^-5 (L_u + L_cos) (+ the prototype term, ramped in both); with the paper's weights
-    (unsup_rampup=False) they enter at full weight from the first step."""
+    (unsup_rampup=False, the default) they enter at full weight from the first step."""
     m = method
     g = torch.Generator().manual_seed(2)
     bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
@@ -180,9 +180,9 @@ def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
     try:
         m.opts.update(rampup_steps=100, prototype=False)
         with torch.no_grad():
-            ramped, t = m.loss(bl, bu, step=0)
-            m.opts["unsup_rampup"] = False
             paper, tp = m.loss(bl, bu, step=0)
+            m.opts["unsup_rampup"] = True
+            ramped, t = m.loss(bl, bu, step=0)
     finally:
         m.opts = old
         m.train()
@@ -191,4 +191,4 @@ def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
     assert ramped.item() == pytest.approx((t["Ls"] + r * (t["Lu"] + t["Lcos"])).item(), rel=1e-5)
     assert paper.item() == pytest.approx((tp["Ls"] + tp["Lu"] + tp["Lcos"]).item(), rel=1e-5)
     assert paper.item() - ramped.item() > 0.5 * (tp["Lu"] + tp["Lcos"]).item()
-    assert VARIANTS["dual_uncertainty-paper_weights"] == ("dual_uncertainty", {"unsup_rampup": False})
+    assert VARIANTS["dual_uncertainty-unsup_rampup"] == ("dual_uncertainty", {"unsup_rampup": True})

@@ -20,7 +20,7 @@ DUAL_UNCERTAINTY_ABLATION = {
     "dual_uncertainty-no_prototype": ("dual_uncertainty", {"prototype": False}),
     "dual_uncertainty-no_cosine": ("dual_uncertainty", {"cosine": False}),
     "dual_uncertainty-bce_dice": ("dual_uncertainty", {"pseudo_loss": "bce_dice"}),
-    "dual_uncertainty-paper_weights": ("dual_uncertainty", {"unsup_rampup": False}),
+    "dual_uncertainty-unsup_rampup": ("dual_uncertainty", {"unsup_rampup": True}),
 }
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults

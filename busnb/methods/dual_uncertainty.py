@@ -32,10 +32,11 @@ Uncertainty-Guided Pseudo-Labeling", arXiv 2509.13084 (2025); release AIPMLab/Se
 L = L_s^A + L_s^B + r(t) [lambda_u (L_u^A + L_u^B) + lambda_cos L_cos] + lambda_c r(t) (L_c^A + L_c^B).
 
 * (D6) r(t): the sigmoid ramp-up exp(-5 (1 - t/T)^2) over the whole run (``rampup_steps`` None) or
-  ``rampup_steps``. The paper ramps only lambda_c (D4); ``unsup_rampup=True`` (default) also ramps the
-  pseudo-label and cosine terms, as CPS, Mean Teacher and MCF (the release's base) do for their unsupervised
-  terms. ``unsup_rampup=False`` is the paper's weighting: r(t) = 1 for L_u and L_cos from the first step
-  (variant ``dual_uncertainty-paper_weights``). Why the default departs: see *Stability* below.
+  ``rampup_steps``. The paper ramps only lambda_c (D4), and so does the default (``unsup_rampup=False``: L_u
+  and L_cos at full weight from the first step). ``unsup_rampup=True`` (variant
+  ``dual_uncertainty-unsup_rampup``) also ramps the pseudo-label and cosine terms, as CPS, Mean Teacher and MCF
+  (the release's base) do for their unsupervised terms. On BUSI it delays the collapse but does not prevent
+  it (see *Stability* below).
 
 **Where this departs from the release, on purpose** (the paper's description is implemented, not the bugs):
 the release computes the prototype loss under ``torch.no_grad`` (it never trains anything: the term is a
@@ -56,6 +57,14 @@ epoch 10, val Dice ~0.26). The release's union target (``pseudo_target="union"``
 collapse and then oscillates. The previous version of this class (fixed entropy threshold, detached
 symmetric-KL weight) did not collapse within the same 27 epochs at 64 px. On the 3D phantom the method gains
 over its supervised network (``busnb.vol``). See the issue-11 note for the numbers and commands.
+
+The weight schedule is not the cause (15-epoch runs at 64 px, ``results/cpu-2026-11-23/du64-*``): with the
+pseudo-label and cosine terms ramped (D6), at lambda_u 1 or 0.1 and lambda_cos 1 or 0.1, the pair still
+collapses to background once the ramps pass about half weight (val_empty 0.3-0.7 in the last epochs); with the
+prototype term off it drifts the other way, to over-segmentation (foreground 0.45-0.57 of the unlabeled pixels
+against about 0.09 true). Every variant ends below the supervised network of the same schedule (test Dice
+37-42 vs 46). The two networks reinforce a shared wrong answer whichever way the prototype term tips them; the
+partner (LinkNet on MobileNet-V2) predicts no foreground on unlabeled images in the first epochs.
 
 Options (switches for ablation rows ``dual_uncertainty-no_...``): ``entropy_filter``, ``kl_weighting``,
 ``prototype``, ``cosine``; ``pseudo_loss`` "bce" (the CE of D3) or "bce_dice" (+ a Dice term with the same
@@ -187,7 +196,7 @@ class DualUncertainty(Method):
                  cosine: bool = True, percentile: float = 20.0, kl_temperature: float = 0.5,
                  lambda_u: float = 1.0, lambda_c: float = 0.1, lambda_cos: float = 1.0, temperature: float = 0.1,
                  rampup_steps: int | None = None, pseudo_loss: str = "bce", pseudo_target: str = "cross",
-                 second_arch: str = "partner", optimizer: str = "shared", unsup_rampup: bool = True):
+                 second_arch: str = "partner", optimizer: str = "shared", unsup_rampup: bool = False):
         check_pseudo_loss(pseudo_loss)  # options first: a bad one fails before any network is built
         if pseudo_target not in PSEUDO_TARGETS:
             raise ValueError(f"pseudo_target must be one of {PSEUDO_TARGETS}, not {pseudo_target!r}")
