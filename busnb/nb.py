@@ -8,7 +8,8 @@ from .paths import runs_dir
 
 
 def context(profile: str = "smoke", run_dir: str | Path = "", **overrides) -> tuple[Profile, Path, Path]:
-    """``(profile, run_dir, fig_dir)``; an empty ``run_dir`` means ``runs/interactive-<profile>``."""
+    """``(profile, run_dir, fig_dir)``; an empty ``run_dir`` means ``runs/interactive-<profile>``. Sets
+    matplotlib's figure resolution and font size for the notebooks."""
     import matplotlib
 
     matplotlib.rcParams.update({"figure.dpi": 90, "font.size": 9})
@@ -17,6 +18,34 @@ def context(profile: str = "smoke", run_dir: str | Path = "", **overrides) -> tu
     figs = rd / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     return prof, rd, figs
+
+
+def replace_stale(run_dir: str | Path = "") -> bool:
+    """``force`` for a notebook's ``run_experiment``: True for its own scratch folder (``run_dir`` empty:
+    ``runs/interactive-<profile>``), where a run left by older code or other settings is retrained in place
+    instead of stopping the notebook with a RunConflict (a finished run of the same identity is still reused);
+    False for a run folder it was given (``busnb run``), which is never overwritten."""
+    return not run_dir
+
+
+SIZE_NOTES = {
+    "smoke": "profile smoke: 18 optimiser steps on a handful of 64-px phantom images. It checks that the code runs; "
+             "its numbers and maps mean nothing (the networks have barely left their random start). Use "
+             "profile='demo' (about 2 min on one core) to see the method work.",
+    "demo": "profile demo: a handful of labeled 64-px phantom images (4 at 2.5 %), 100 optimiser steps per "
+            "network, 11 test images and one seed. Enough to see each part of the method work; not enough to rank "
+            "methods: differences of a few Dice points here are within the spread between seeds and images, and "
+            "none of it says anything about real ultrasound (use profile cpu or gpu on BUSI for that).",
+    "smoke3d": "profile smoke3d: a few steps on tiny 3D phantom volumes. It checks that the code runs; its numbers "
+               "mean nothing.",
+}
+
+
+def size_note(profile) -> str:
+    """What the numbers of a run of this profile (a Profile or its name) can and cannot show, or '' for the
+    full-size profiles; notebooks print it beside their tables."""
+    name = getattr(profile, "name", profile)
+    return SIZE_NOTES.get(name, "")
 
 
 def maybe_load(name: str, root=None, **kw):

@@ -91,3 +91,13 @@ def parse_phrase(phrase: str) -> Appearance:
     intensity = next((INTENSITY_WORDS[w] for w in words if w in INTENSITY_WORDS), None)
     shape = next((SHAPE_WORDS[w] for w in words if w in SHAPE_WORDS), None)
     return Appearance(intensity, shape)
+
+
+def describe_phrase(phrase: str) -> str:
+    """What the weight-free ``appearance`` backend reads in ``phrase``, in words, e.g. ``"dark, oval"``,
+    ``"dark, any shape"`` ("hypoechoic mass") or ``"either polarity, any shape"`` ("tumor": no word it knows).
+
+    A phrase without an intensity word accepts regions darker *or* brighter than their surroundings; one without
+    a shape word gives every region the same shape score (0.5). Grounding DINO reads the whole phrase instead."""
+    a = parse_phrase(phrase)
+    return f"{a.intensity or 'either polarity'}, {a.shape or 'any shape'}"

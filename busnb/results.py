@@ -68,10 +68,17 @@ def _mean_std(values, scale: float, digits: int) -> str:
     return s + (f" ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else "")
 
 
+def _runs(seeds) -> str:
+    """'1 (seed 0)', '3 (seeds 0, 1, 2)': how many trained models a row averages, and their seeds."""
+    s = sorted(int(x) for x in seeds)
+    return f"{len(s)} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})"
+
+
 def comparison_tables(df, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):
     """One table per (dataset, labeled ratio): a row per method, test metrics as 'mean ± std' over
-    seeds (sample std, ddof=1; a single seed shows the value alone), plus the number of seeds and
-    which ones. Methods in ``COMPARISON_ORDER``, then any others alphabetically."""
+    seeds (sample std, ddof=1; a single seed shows the value alone), plus ``runs``: how many trained
+    models the row averages and their seeds ('2 (seeds 0, 1)'). Methods in ``COMPARISON_ORDER``, then
+    any others alphabetically."""
     import pandas as pd
 
     out = {}
@@ -84,11 +91,85 @@ def comparison_tables(df, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95
             row = {"method": method}
             for m, scale, digits in metrics:
                 row[m] = _mean_std(gm[m], scale, digits)
-            row["seeds"] = ",".join(str(int(x)) for x in sorted(gm["seed"]))
-            row["n"] = len(gm)
+            row["runs"] = _runs(gm["seed"])
             rows.append(row)
         out[(dataset, float(ratio))] = pd.DataFrame(rows).set_index("method")
     return out
+
+
+COLUMN_NAMES = {"dice": "Dice (%)", "iou": "IoU (%)", "hd95": "HD95 (px)", "runs": "runs (seeds)"}
+
+
+def report_tables(df) -> dict:
+    """Every result table of ``df`` once, under its name: ``compare_<dataset>_<ratio>%`` (one per dataset and
+    labeled ratio; all methods, Dice / IoU / HD95), ``ratios_<metric>`` (method x labeled ratio) only when
+    there is more than one ratio, and ``ablation_<metric>`` only when ``df`` holds ablation rows (variants
+    other than the full method, the supervised baseline and the static teacher). Each holds different
+    numbers, so none repeats another; column names carry their units."""
+    out = {}
+    if df.empty:
+        return out
+    for (ds, r), t in comparison_tables(df).items():
+        out[f"compare_{ds}_{r:g}%"] = t.rename(columns=COLUMN_NAMES)
+    ablation_rows = set(df["method"]) & (set(ABLATION_ORDER) - {"supervised", "baseline", "appg_static_teacher",
+                                                                 "dual_teacher"})
+    for m in ("dice", "iou"):
+        if df["ratio"].nunique() > 1:
+            out[f"ratios_{m}"] = table(df, metric=m)
+        if ablation_rows:
+            out[f"ablation_{m}"] = ablation_table(df, metric=m)
+    return out
+
+
+def table_caption(name: str) -> str:
+    """What a :func:`report_tables` table holds, in words."""
+    if name.startswith("compare_"):
+        ds, r = name[len("compare_"):].rsplit("_", 1)
+        return f"{ds}, {r} of train labeled: test metrics per method (mean ± std over seeds)"
+    kind, metric = name.split("_", 1)
+    what = "ablation rows" if kind == "ablation" else "per labeled ratio"
+    return f"test {metric} (%), {what}: mean ± std over seeds (n = trained models)"
+
+
+def write_results(run_dir, profile: str, df, tables: dict) -> tuple[Path, Path]:
+    """``results.json`` (every run's row and every table) and ``results.md`` (the tables) in ``run_dir``;
+    returns their paths."""
+    from .atomic import write_json
+
+    run_dir = Path(run_dir)
+    runs = df.drop(columns=["path"]).to_dict("records") if not df.empty else []
+    write_json(run_dir / "results.json", {"profile": profile, "runs": runs,
+                                          "tables": {n: t.reset_index().to_dict("records") for n, t in tables.items()}})
+    md = run_dir / "results.md"
+    md.write_text("\n\n".join(f"### {n}\n\n" + t.to_markdown(disable_numparse=True) for n, t in tables.items()) or "no runs\n")
+    return run_dir / "results.json", md
+
+
+def per_image_summary(per_image):
+    """The test metrics of one trained model, one row each (Dice and IoU in %, HD95 and ASD in px at the images'
+    original resolution), as mean ± std, min and max over the test images. ``per_image``: the run's
+    ``test_per_image.csv`` (path or DataFrame)."""
+    import pandas as pd
+
+    t = pd.read_csv(per_image) if not isinstance(per_image, pd.DataFrame) else per_image
+    rows = {}
+    for m, scale, unit, digits in (("dice", 100, "%", 1), ("iou", 100, "%", 1), ("hd95", 1, "px", 1), ("asd", 1, "px", 1)):
+        v = t[m].astype(float) * scale
+        rows[f"{ {'dice': 'Dice', 'iou': 'IoU'}.get(m, m.upper())} ({unit})"] = {
+            "mean ± std": f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}",
+            "min": f"{v.min():.{digits}f}", "max": f"{v.max():.{digits}f}"}
+    out = pd.DataFrame(rows).T
+    out.columns.name = f"{len(t)} test images"
+    return out
+
+
+def all_lesion_dice(masks) -> float:
+    """Mean Dice of the trivial prediction 'every pixel is lesion' over ground-truth ``masks`` (a reference:
+    a model must beat it to have learned anything about where the lesion is)."""
+    import numpy as np
+
+    d = [2 * m.sum() / (m.sum() + m.size) for m in (np.asarray(x, dtype=bool) for x in masks)]
+    return float(np.mean(d)) if d else float("nan")
 
 
 def predictions_by_variant(df, profile, n_images: int = 4):
@@ -102,7 +183,7 @@ def predictions_by_variant(df, profile, n_images: int = 4):
 
     first = df.iloc[0]
     same = df[(df["dataset"] == first["dataset"]) & (df["ratio"] == first["ratio"]) & (df["seed"] == first["seed"])]
-    parts = prepare(profile, first["dataset"], first["ratio"], int(first["seed"]))
+    parts = prepare(profile, first["dataset"], first["ratio"], int(first["seed"]), validate=False)  # checked when trained
     picks = parts["test"][:: max(1, len(parts["test"]) // n_images)][:n_images]
     pairs = [load_pair(s) for s in picks]
     rows, titles = [], []

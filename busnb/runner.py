@@ -57,6 +57,38 @@ def _supervised_only(variant: str) -> bool:
     return VARIANTS.get(variant, (variant, {}))[0] == "supervised"
 
 
+def kernel_manager_class():
+    """The kernel manager papermill starts each notebook's kernel with: local kernels talk over IPC (Unix
+    sockets) where the platform has them, so the kernel opens no TCP port and ipykernel has no reason to print
+    its "Kernel is running over TCP without encryption" warning into the progress line at every start.
+    Each kernel's sockets get their own path (``<tmp>/busnb-kernel-<uuid>-ipc-<n>``, removed at shutdown), so
+    concurrent runs never share one. ``None`` (papermill's default, TCP on localhost) on Windows, or where the
+    socket path would pass the Unix limit of ~107 bytes (a very long temporary folder)."""
+    import os
+    import tempfile
+    import uuid
+
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import KernelManager
+    from traitlets import default
+
+    tmp = os.path.abspath(tempfile.gettempdir())
+    if len(tmp) + len("/busnb-kernel-") + 36 + len("-ipc-99999") > 100:
+        return None
+
+    class IPCKernelManager(KernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self):  # jupyter_client's default is the relative "kernel-ipc": shared by every kernel
+            return os.path.join(tmp, f"busnb-kernel-{uuid.uuid4()}-ipc")
+
+    return IPCKernelManager
+
+
 def check_parameters(todo, extra: dict | None) -> dict:
     """Papermill only warns about a parameter a notebook does not declare (and runs with its default): here
     it is an error. Returns, per notebook stem, the names its ``parameters`` cell declares."""
@@ -99,6 +131,7 @@ def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extr
         if res["failed"]:
             raise RuntimeError(f"sweep: {len(res['failed'])} run(s) failed; logs in {run_dir / 'train' / 'logs'}")
     log = []
+    km = kernel_manager_class()
     for i, (stem, suffix, params) in enumerate(todo, 1):
         params = {"profile": profile, "run_dir": str(run_dir.resolve()), **params,
                   **{k: v for k, v in (extra or {}).items() if k in declared[stem]}}
@@ -106,7 +139,8 @@ def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extr
         print(f"[{i}/{len(todo)}] {stem}{suffix}", flush=True)
         t0 = time.time()
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"), str(dest), parameters=params,
-                            kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=progress)
+                            kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=progress,
+                            **({"kernel_manager_class": km} if km else {}))
         log.append({"notebook": dest.name, "parameters": params, "seconds": round(time.time() - t0, 1)})
         write_json(run_dir / "params.json", log)
     figs = run_dir / "figures"

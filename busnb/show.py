@@ -12,12 +12,12 @@ def _ax(ax):
     return ax if ax is not None else plt.gca()
 
 
-def show_image(img, ax=None, title: str | None = None):
+def show_image(img, ax=None, title: str | None = None, fontsize: float = 8):
     ax = _ax(ax)
     ax.imshow(img, cmap="gray", vmin=0, vmax=255 if np.asarray(img).dtype == np.uint8 else None)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=fontsize)
     return ax
 
 
@@ -59,7 +59,7 @@ def show_map(values, ax=None, title: str | None = None, cmap: str = "magma", col
     return ax
 
 
-def show_grid(items, ncols: int = 4, size: float = 2.4, titles=None):
+def show_grid(items, ncols: int = 4, size: float = 2.4, titles=None, title_size: float = 8):
     """Grid of (image, mask-or-None[, second mask]) tuples; returns the figure.
 
     The first mask is drawn in red (ground truth), a second one in cyan (prediction)."""
@@ -73,7 +73,7 @@ def show_grid(items, ncols: int = 4, size: float = 2.4, titles=None):
         if k >= n:
             continue
         img, *masks = items[k]
-        show_image(img, ax, titles[k] if titles else None)
+        show_image(img, ax, titles[k] if titles else None, fontsize=title_size)
         for m, c in zip(masks, [(1.0, 0.2, 0.2), (0.1, 0.9, 0.9)]):
             if m is not None:
                 show_mask(m, ax, color=c, alpha=0.2)
@@ -92,6 +92,82 @@ def show_history(history: list[dict], ax=None):
         ax.plot(ep, [h["val_empty"] for h in history], ls=":", label="val: empty predictions")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
+    return ax
+
+
+def show_map_columns(columns: list[dict], size: float = 2.2, title_size: float = 9):
+    """A grid of maps, one row per image and one column per quantity, with **one colour bar per column** (all
+    rows of a column share its scale), below the column. Returns the figure.
+
+    Each column is a dict: ``title``, ``maps`` (N, H, W) array or tensor, and optionally ``cmap``, ``vmin``,
+    ``vmax``, ``label`` (the colour bar's label), ``image=True`` (grayscale, no colour bar) and ``contours``
+    ((N, H, W) masks outlined in lime, e.g. the ground truth)."""
+    import matplotlib.pyplot as plt
+
+    n = len(np.asarray(columns[0]["maps"]))
+    fig, axes = plt.subplots(n, len(columns), figsize=(size * len(columns), size * n + 0.6), squeeze=False,
+                             layout="constrained")
+    for c, col in enumerate(columns):
+        maps = np.asarray(col["maps"])
+        im = None
+        for r in range(n):
+            ax = axes[r, c]
+            if col.get("image"):
+                show_image(maps[r], ax)
+            else:
+                im = ax.imshow(maps[r], cmap=col.get("cmap", "viridis"), vmin=col.get("vmin"), vmax=col.get("vmax"))
+                ax.set_axis_off()
+            if col.get("contours") is not None:
+                ax.contour(np.asarray(col["contours"][r], dtype=float), levels=[0.5], colors=["lime"], linewidths=0.8)
+        axes[0, c].set_title(col["title"], fontsize=title_size)
+        if im is not None:
+            cb = fig.colorbar(im, ax=axes[:, c], location="bottom", shrink=0.85, aspect=18, pad=0.02)
+            cb.ax.tick_params(labelsize=7)
+            if col.get("label"):
+                cb.set_label(col["label"], fontsize=8)
+    return fig
+
+
+def show_training(history: list[dict], title: str | None = None):
+    """Training curves on two panels, one y-axis per quantity: the training loss (left) and, on a 0-1 scale,
+    validation Dice with the selected (best) epoch marked and, when recorded, the share of validation images
+    predicted empty (right). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8), layout="constrained")
+    a.plot(ep, [h["loss"] for h in history], marker=".", color="C0")
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss (sum of the method's terms)")
+    a.set_title("training loss", fontsize=9)
+    dice = [h["val_dice"] for h in history]
+    b.plot(ep, dice, marker=".", color="C1", label="validation Dice")
+    best = int(np.argmax(dice))
+    b.plot([ep[best]], [dice[best]], "o", mfc="none", ms=10, color="C3", label=f"selected: epoch {ep[best]}")
+    if all("val_empty" in h for h in history):
+        b.plot(ep, [h["val_empty"] for h in history], ls=":", color="C2", label="validation: share predicted empty")
+    b.set_ylim(-0.02, 1.02)
+    b.set_xlabel("epoch")
+    b.set_ylabel("Dice / share of images")
+    b.set_title("validation (selects the epoch)", fontsize=9)
+    b.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def show_patches(img, patches, k: int, ax=None, title: str | None = None, color=(1.0, 0.55, 0.0)):
+    """An image with a k x k patch grid drawn over it and the patches flagged in ``patches`` ((gh, gw) bool)
+    filled, e.g. AURCL's anchor patches."""
+    ax = show_image(img, ax, title)
+    h, w = np.asarray(img).shape[:2]
+    grid = np.asarray(patches, dtype=bool)
+    full = np.repeat(np.repeat(grid, k, 0), k, 1)[:h, :w]
+    show_mask(full, ax, color=color, alpha=0.35, outline=False)
+    for x in range(k, w, k):
+        ax.axvline(x - 0.5, color="white", lw=0.4, alpha=0.6)
+    for y in range(k, h, k):
+        ax.axhline(y - 0.5, color="white", lw=0.4, alpha=0.6)
     return ax
 
 

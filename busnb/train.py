@@ -333,7 +333,9 @@ class Trainer:
             self.epoch = epoch + 1
             row = {"epoch": self.epoch, "val_dice": val, "val_empty": empty, "lr": float(self.opt.param_groups[0]["lr"]),
                    "seconds": round(time.time() - t0, 2), **logs}
-            if empty >= 0.5 and not any(r.get("val_empty", 0) >= 0.5 for r in self.history):
+            warm = max(2, self.cfg.epochs // 5)  # epochs in which a young network may still predict nothing
+            if empty >= 0.5 and self.epoch > warm and not any(
+                    r.get("val_empty", 0) >= 0.5 for r in self.history if r["epoch"] > warm):  # once per run
                 tqdm.write(f"warning: {self.method.name} epoch {self.epoch}: the prediction is empty on "
                            f"{empty:.0%} of validation images (collapse to background?); best.pt keeps the "
                            f"best validation epoch so far ({self.best:.3f})")

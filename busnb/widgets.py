@@ -3,11 +3,40 @@ from __future__ import annotations
 
 from .data import load_pair
 from .prompts import PROMPT_FAMILIES
-from .show import show_box, show_image, show_mask
+from .show import show_image, show_mask
+
+# one colour per box rank (1st, 2nd, ...): distinct on a grey ultrasound image
+BOX_COLORS = ("yellow", "cyan", "magenta", "orange", "white")
+
+
+def draw_detections(ax, detections, masks=None, colors=BOX_COLORS, fontsize: float = 8):
+    """Draw ranked boxes (rank ``k`` in ``colors[k]``), their masks (red) and one readable label per box.
+
+    Each box gets only its rank number, on a dark tag just inside its top-left corner; the phrase and score of
+    every box are listed once, top left of the axes, in the box's colour. Boxes that share a corner therefore
+    never print their phrases on top of each other."""
+    import matplotlib.patches as patches
+
+    masks = masks or [None] * len(detections)
+    tag = dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.65, edgecolor="none")
+    lines = []
+    for k, (d, m) in enumerate(zip(detections, masks)):
+        color = colors[k % len(colors)]
+        if m is not None:
+            show_mask(m[0] if isinstance(m, tuple) else m, ax, color=(1.0, 0.2, 0.2), alpha=0.3, outline=False)
+        x0, y0, x1, y1 = d.box
+        ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.4))
+        ax.text(x0 + 1, y0 + 1, str(k + 1), color=color, fontsize=fontsize, va="top", ha="left", bbox=tag)
+        lines.append((f"{k + 1}  {d.phrase}  {d.score:.2f}", color))
+    for i, (text, color) in enumerate(lines):
+        ax.text(0.01, 0.99 - 0.075 * i, text, transform=ax.transAxes, color=color, fontsize=fontsize,
+                va="top", ha="left", bbox=tag)
+    return ax
 
 
 def show_prompt_result(sample, backend, phrase: str, box_threshold: float = 0.0, top_k: int = 1, ax=None):
-    """Run ``backend`` on one sample and draw ground truth (green), boxes (yellow) and the mask (red).
+    """Run ``backend`` on one sample and draw ground truth (green), ranked boxes with their scores and the masks
+    (red) (:func:`draw_detections`).
 
     Returns ``(detections, masks)`` so a caller can inspect the numbers behind the picture."""
     import matplotlib.pyplot as plt
@@ -16,17 +45,20 @@ def show_prompt_result(sample, backend, phrase: str, box_threshold: float = 0.0,
     dets = backend.detect(img, phrase, box_threshold=box_threshold, top_k=top_k)
     masks = backend.segment(img, dets) if dets else []
     ax = ax or plt.subplots(figsize=(5, 4))[1]
-    show_image(img, ax, f"{sample.id} · '{phrase}' · {len(dets)} box(es)")
+    show_image(img, ax)
+    ax.set_title(f"{sample.id} · '{phrase}'\nthreshold {box_threshold:.2f}, top-k {top_k}: {len(dets)} box(es)",
+                 fontsize=9)
     if gt.any():
         ax.contour(gt.astype(float), levels=[0.5], colors=["lime"], linewidths=0.8)
-    for d, (m, _) in zip(dets, masks):
-        show_mask(m, ax, color=(1.0, 0.2, 0.2), alpha=0.3, outline=False)
-        show_box(d.box, ax, label=f"{d.phrase} {d.score:.2f}")
+    draw_detections(ax, dets, masks)
     return dets, masks
 
 
 def prompt_explorer(samples, backend, phrases=None):
-    """An ipywidgets panel around :func:`show_prompt_result` (works with either backend)."""
+    """An ipywidgets panel around :func:`show_prompt_result` (works with either backend).
+
+    The box threshold runs over [0, 1]: both backends score boxes on that scale (``appearance``: its calibrated
+    score, :meth:`busnb.appg.appearance.AppearanceBackend.calibrated_score`)."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
     from IPython.display import clear_output
@@ -41,7 +73,7 @@ def prompt_explorer(samples, backend, phrases=None):
     def update(*_):
         with out:
             clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5.5, 4.2))
+            fig, ax = plt.subplots(figsize=(5.5, 4.4))
             show_prompt_result(samples[image.value], backend, phrase.value or phrases[0], thr.value, topk.value, ax)
             plt.show()
 

@@ -262,3 +262,142 @@ def test_fit_on_labeled_reads_only_the_labeled_images(phantom_small, phantom_spl
     assert not labeled & (set(phantom_split["val"]) | set(phantom_split["test"]) | set(phantom_split["unlabeled"][10.0]))
     assert rep["top1_dice_after"] >= rep["top1_dice_before"]
     assert tuned.params.w_shape == AppearanceBackend().params.w_shape  # the shape word keeps its say
+
+
+# -- issue 13: distinct top-k boxes, calibrated scores, one candidate search for many phrases, readable figures --
+
+def test_top_k_boxes_are_distinct_and_top1_unchanged(phantom_small):
+    """Non-maximum suppression: the top-k boxes overlap each other by IoU < 0.5 (without it, the nested
+    iso-intensity regions of one lesion fill the top-k); the best box does not depend on it."""
+    from busnb.appg.appearance import box_iou
+
+    be = AppearanceBackend()
+    copies = 0
+    for s in phantom_small[:6]:
+        img, _ = load_pair(s)
+        dets = be.detect(img, "dark oval", top_k=3)
+        assert len(dets) >= 2
+        assert all(box_iou(a.box, b.box) < 0.5 for i, a in enumerate(dets) for b in dets[i + 1:])
+        assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+        raw = be.detect(img, "dark oval", top_k=3, nms_iou=1.01)  # suppression off
+        assert raw[0].box == dets[0].box == be.detect(img, "dark oval", top_k=1)[0].box
+        copies += any(box_iou(a.box, b.box) >= 0.5 for i, a in enumerate(raw) for b in raw[i + 1:])
+    assert copies >= 1  # the problem NMS solves exists on these images
+
+
+def test_box_iou():
+    from busnb.appg.appearance import box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+    assert abs(box_iou((0, 0, 10, 10), (5, 0, 15, 10)) - 50 / 150) < 1e-9
+
+
+def test_calibrated_scores_are_monotone_and_spread(phantom_small):
+    """The detection score is monotone in the raw score, spans (0, 1) over realistic raw scores, and a box
+    threshold in the middle of [0, 1] keeps the lesion's box and drops the runners-up: the explorer's slider acts."""
+    raw = np.linspace(-2, 12, 200)
+    cal = np.array([AppearanceBackend.calibrated_score(r) for r in raw])
+    assert np.all(np.diff(cal) > 0) and cal[0] < 0.01 and cal[-1] > 0.99
+    be = AppearanceBackend()
+    scores, kept_mid = [], []
+    for s in phantom_small[:6]:
+        img, _ = load_pair(s)
+        dets = be.detect(img, "dark oval", top_k=5)
+        scores += [d.score for d in dets]
+        assert all(d.score == AppearanceBackend.calibrated_score(d.extra["raw_score"]) for d in dets)
+        kept_mid.append(len(be.detect(img, "dark oval", top_k=5, box_threshold=0.5)))
+    assert min(scores) < 0.2 and max(scores) > 0.7 and np.ptp(scores) > 0.5
+    assert 0.5 <= np.mean(kept_mid) < 3  # the threshold removes most boxes, not all of them
+
+
+def test_fit_score_calibration_recovers_a_logistic():
+    from busnb.appg.tune import fit_score_calibration
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 10, 4000)
+    hit = rng.random(4000) < 1 / (1 + np.exp(-(raw - 4.8) / 1.0))
+    center, scale = fit_score_calibration(raw, hit)
+    assert abs(center - 4.8) < 0.2 and abs(scale - 1.0) < 0.15
+    with pytest.raises(ValueError, match="hit a lesion and boxes that miss"):
+        fit_score_calibration(raw, np.zeros_like(hit))
+
+
+def test_records_keep_the_uncalibrated_box_score(phantom_small):
+    """The pipeline's record score and confidence use the uncalibrated box score, so cached pseudo-labels and
+    the confidences methods rank them by do not depend on the display calibration."""
+    from busnb.appg.pipeline import confidence
+
+    be = AppearanceBackend()
+    img, _ = load_pair(phantom_small[0])
+    d = be.detect(img, "dark oval", top_k=1)[0]
+    _, rec = label_image(be, img, PseudoLabelConfig(prompt="dark oval"))
+    assert rec["score"] == d.extra["box_score"] == AppearanceBackend.box_score(d.extra["raw_score"])
+    assert rec["confidence"] == confidence(d.extra["box_score"], rec["mask_score"])
+
+
+def test_candidate_search_is_shared_between_phrases(phantom_small):
+    """One backend scoring many phrases on one image (memoised search) gives the candidates a fresh backend gives."""
+    from busnb.prompts import PROMPT_FAMILIES
+
+    shared = AppearanceBackend()
+    img, _ = load_pair(phantom_small[2])
+    for phrase in [p for ps in PROMPT_FAMILIES.values() for p in ps][::2]:
+        a = shared.candidates(img, phrase)
+        b = AppearanceBackend().candidates(img, phrase)
+        assert [(c["box"], c["score"], c["phrase"]) for c in a] == [(c["box"], c["score"], c["phrase"]) for c in b]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(shared))._bases is None  # workers get settings, not the memo
+
+
+def test_compare_prompts_shares_the_generate_cache(phantom_small, tmp_path):
+    from busnb.appg.pipeline import compare_prompts, family_summary
+
+    be = AppearanceBackend()
+    fams = {"appearance": ("dark oval",), "control": ("bright oval",)}
+    df = compare_prompts(phantom_small[:4], be, fams, dataset="ph", root=tmp_path, progress=False)
+    assert list(df["prompt"]) == ["dark oval", "bright oval"] and (df["dice_sem"] > 0).all()
+    labels = generate(phantom_small[:4], be, PseudoLabelConfig(prompt="dark oval"), "ph", root=tmp_path, progress=False)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (labels.folder / "records").glob("*.json")}
+    assert len(stamp) == 4  # generate found compare_prompts' records: nothing recomputed
+    assert df.loc[0, "dice_all"] == quality_summary(quality_table(labels, phantom_small)).loc["all", "dice_all"]
+    fs = family_summary(df)
+    assert fs.loc["appearance", "gap_in_sem"] == 0 and fs.loc["control", "gap_in_sem"] > 2
+
+
+def test_area_filter_table_and_note():
+    import pandas as pd
+
+    from busnb.appg.pipeline import area_filter_note, area_filter_report, area_filter_table
+
+    df = pd.DataFrame({"kept": [True, True], "gt_area": [0.05, 0.08], "area": [0.04, 0.07], "dice": [0.9, 0.8]})
+    rep = area_filter_report(df, 0.01)
+    t = area_filter_table(rep, 0.01)
+    assert t.shape == (6, 1) and t.loc["pseudo-labels dropped (area <= 1 %)", "area filter"] == "0"
+    assert "cannot show" in area_filter_note(rep, 0.01)
+    df.loc[0, ["kept", "gt_area", "area"]] = [False, 0.005, 0.004]
+    assert "1 of them belong to a true lesion" in area_filter_note(area_filter_report(df, 0.01), 0.01)
+
+
+def test_family_chart_legend_matches_bars_and_area_plot_has_colorbar():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+    from matplotlib.colors import to_rgba
+
+    from busnb.appg.figures import FAMILY_COLORS, plot_prompt_families, plot_pseudo_label_quality
+
+    df = pd.DataFrame({"family": ["appearance", "medical", "contrast (control)"], "prompt": ["a", "b", "c"],
+                       "dice_all": [0.8, 0.7, 0.1], "dice_sem": [0.05, 0.05, 0.02], "images": [8, 8, 8]})
+    fig = plot_prompt_families(df)
+    ax = fig.axes[0]
+    bars = [p.get_facecolor() for p in ax.patches[:3]]
+    legend = {t.get_text(): h.get_facecolor() for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    assert bars == [to_rgba(FAMILY_COLORS[f]) for f in df["family"]]
+    assert legend == {f: to_rgba(FAMILY_COLORS[f]) for f in df["family"]}
+    q = pd.DataFrame({"dice": [0.9, 0.5, 0.0], "gt_area": [0.05, 0.02, 0.008], "area": [0.05, 0.01, 0.0]})
+    fig = plot_pseudo_label_quality(q, 0.01)
+    assert len(fig.axes) == 3  # histogram, scatter, colour bar
+    assert len(fig.axes[1].get_yticks()) >= 3 and len(fig.axes[1].get_xticks()) >= 3

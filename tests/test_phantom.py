@@ -56,3 +56,18 @@ def test_marks_are_burned_in_somewhere():
     cfg = PhantomConfig(size=128, seed=0, p_marks=1.0)
     bright_top = [render_phantom(cfg, i)[0][:12].max() for i in range(6)]
     assert max(bright_top) >= 250
+
+
+def test_concurrent_phantom_writers_share_one_folder(tmp_path):
+    """Sweep jobs that need the same phantom at once: each call returns the complete folder (one writes it under
+    a lock, the others find it done), instead of one failing to rename its copy into place."""
+    import multiprocessing as mp
+
+    from busnb.data.phantom import PhantomConfig, generate_phantom
+
+    cfg = PhantomConfig(n_images=6, size=48)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        outs = pool.starmap(generate_phantom, [(tmp_path / "ph", cfg, False)] * 3)
+    assert len(set(outs)) == 1 and len(list((tmp_path / "ph" / "images").glob("*.png"))) == 6
+    assert [q.name for q in tmp_path.glob(".ph.*")] == [".ph.lock"]  # the lock's folder; no temporary copy left

@@ -24,3 +24,11 @@ def test_parse_phrase_synonyms():
     a = parse_phrase("tumor")
     assert a.intensity is None and a.shape is None
     assert parse_phrase("bright spiculated").shape == "irregular"
+
+
+def test_describe_phrase_says_what_the_appearance_backend_reads():
+    from busnb.prompts import describe_phrase
+
+    assert describe_phrase("dark oval") == "dark, oval"
+    assert describe_phrase("tumor") == "either polarity, any shape"
+    assert describe_phrase("hypoechoic mass") == "dark, any shape"

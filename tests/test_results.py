@@ -25,7 +25,7 @@ def test_comparison_tables_per_dataset_and_ratio(tmp_path):
     t = tables[("busi", 2.5)]
     assert list(t.index) == ["supervised", "cps"]          # lower bound first, then baselines in order
     assert t.loc["cps", "dice"] == "45.00 ± 7.07"          # sample std of 40 and 50
-    assert t.loc["cps", "seeds"] == "0,1" and t.loc["cps", "n"] == 2
+    assert t.loc["cps", "runs"] == "2 (seeds 0, 1)" and t.loc["supervised", "runs"] == "1 (seed 0)"
     assert t.loc["supervised", "dice"] == "60.00"          # one seed: the value alone
     assert t.loc["supervised", "hd95"] == "n/a"            # NaN HD95 is not averaged as a number
     assert tables[("busi", 10.0)].loc["supervised", "iou"] == "60.00"
@@ -38,3 +38,36 @@ def test_variant_groups_expand():
     assert expand_variants(["supervised", "baselines", "dual_teacher"])[:2] == ("supervised", "mean_teacher")
     with pytest.raises(ValueError, match="unknown variant 'nope'"):
         expand_variants(["nope"])
+
+
+def test_report_tables_show_each_table_once(tmp_path):
+    from busnb.results import collect, report_tables
+
+    _write(tmp_path, "appg_static_teacher", 2.5, 0, 0.80, dataset="phantom")
+    _write(tmp_path, "dual_teacher", 2.5, 0, 0.70, dataset="phantom")
+    t = report_tables(collect(tmp_path))
+    assert list(t) == ["compare_phantom_2.5%"]           # one ratio, no ablation rows: nothing else repeats it
+    assert list(t["compare_phantom_2.5%"].columns) == ["Dice (%)", "IoU (%)", "HD95 (px)", "runs (seeds)"]
+    _write(tmp_path, "+uewf", 2.5, 0, 0.60, dataset="phantom")
+    _write(tmp_path, "dual_teacher", 10.0, 0, 0.75, dataset="phantom")
+    t = report_tables(collect(tmp_path))
+    assert {"ratios_dice", "ablation_dice", "compare_phantom_10%"} <= set(t)
+    assert list(t["ablation_dice"].index.get_level_values("method")) == ["appg_static_teacher", "+uewf", "dual_teacher"]
+    assert report_tables(collect(tmp_path / "none")) == {}
+
+
+def test_write_results_and_summaries(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from busnb.results import all_lesion_dice, collect, per_image_summary, report_tables, write_results
+
+    _write(tmp_path, "dual_teacher", 2.5, 0, 0.70, dataset="phantom")
+    df = collect(tmp_path)
+    js, md = write_results(tmp_path, "demo", df, report_tables(df))
+    assert json.loads(js.read_text())["runs"][0]["method"] == "dual_teacher" and "70.00" in md.read_text()
+    s = per_image_summary(pd.DataFrame({"dice": [0.5, 0.7], "iou": [0.4, 0.6], "hd95": [3.0, 5.0], "asd": [1.0, 1.0]}))
+    assert s.loc["Dice (%)", "mean ± std"] == "60.0 ± 14.1" and "IoU (%)" in s.index and s.loc["HD95 (px)", "max"] == "5.0"
+    m = np.zeros((4, 4), bool)
+    m[:2, :2] = True                                      # 4 of 16 pixels: Dice of 'all lesion' = 8 / 20
+    assert all_lesion_dice([m]) == pytest.approx(0.4)

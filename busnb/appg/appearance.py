@@ -34,6 +34,10 @@ Steps (on a copy resized to ``work_size`` on its long side):
    *unfiltered* image in standard deviations of the field of view, clipped to [0, 1] (a blob that
    smoothing carved out of noise barely differs from its ring before smoothing; a lesion does).
    The pipeline stores it with each pseudo-label.
+8. the score of a detection (what ``box_threshold`` applies to and the explorer shows) is the candidate's
+   score mapped by :meth:`AppearanceBackend.calibrated_score`, which spreads over [0, 1] (the sigmoid of
+   step 7 puts nearly every lesion-like region above 0.9); boxes of the ``top_k`` are made distinct by
+   non-maximum suppression (:meth:`AppearanceBackend.detect`).
 
 **Where the defaults come from (no BUSI mask is used).** The score weights are first principles:
 every feature is already on a unit scale (contrast in standard deviations of the field of view,
@@ -192,6 +196,15 @@ def moment_ellipse(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return out
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (0 for empty ones)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def majority(masks: list[np.ndarray]) -> np.ndarray:
     """Pixels in more than half of ``masks``, holes filled, the largest component kept."""
     m = np.sum(masks, axis=0) > len(masks) / 2
@@ -199,6 +212,12 @@ def majority(masks: list[np.ndarray]) -> np.ndarray:
     if n > 1:
         m = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
     return ndimage.binary_fill_holes(m)
+
+
+# :meth:`AppearanceBackend.calibrated_score`: centre fitted on a phantom the notebooks never use (seed 1),
+# slope from first principles (one unit of evidence per e-fold of the odds)
+CALIB_CENTER = 4.8
+CALIB_SCALE = 1.0
 
 
 class AppearanceBackend:
@@ -209,6 +228,10 @@ class AppearanceBackend:
     def __init__(self, params: AppearanceParams | None = None, **overrides):
         self.params = params or AppearanceParams(**overrides)
         self._last = None  # (image hash, preprocessing) of the last image seen
+        self._bases = None  # (image hash, {polarity: phrase-independent candidates}) of the last image seen
+
+    def __getstate__(self):  # worker processes get the settings, not the memo of the last image
+        return {**self.__dict__, "_last": None, "_bases": None}
 
     def id(self) -> dict:
         return {"backend": self.name, **self.params.to_dict()}
@@ -216,10 +239,14 @@ class AppearanceBackend:
     # -- shared preprocessing -------------------------------------------------
     def _prep(self, image: np.ndarray):
         """Steps 1-2 for one image, memoised for the last image: ``detect`` and ``segment`` share it."""
-        key = hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+        key = self._prep_key(image)
         if self._last is None or self._last[0] != key:
             self._last = (key, self._compute_prep(image))
         return self._last[1]
+
+    @staticmethod
+    def _prep_key(image: np.ndarray) -> str:
+        return hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
     def _compute_prep(self, image: np.ndarray):
         p = self.params
@@ -233,57 +260,76 @@ class AppearanceBackend:
         edge = grad / (float(np.median(grad[fov])) + 1e-6 if fov.any() else 1.0)
         return small, sm, fov, s, edge
 
+    def _base_candidates(self, image: np.ndarray, pol: int) -> list[dict]:
+        """Step 3 and the phrase-independent features of step 4 for one polarity (1: darker, -1: brighter than
+        the surroundings), in the order they are found. Memoised for the last image (any number of phrases
+        then costs one search per polarity, e.g. the prompt-family comparison); the regions are never modified
+        by the later steps, so sharing them between phrases gives the same boxes and masks as recomputing."""
+        key = self._prep_key(image)
+        if self._bases is None or self._bases[0] != key:
+            self._bases = (key, {})
+        memo = self._bases[1]
+        if pol in memo:
+            return memo[pol]
+        p = self.params
+        _, sm, fov, s, edge = self._prep(image)
+        h, w = sm.shape
+        vals = sm[fov]
+        mu, sd = float(vals.mean()), float(vals.std())
+        qs = np.linspace(p.q_low, p.q_high, p.n_levels)
+        eroded_fov = ndimage.binary_erosion(fov, iterations=3)
+        out, seen = [], set()
+        maps = [(sm * pol, np.quantile(vals * pol, qs))]
+        for scale in p.local_scales:  # darker than the neighbourhood at this scale
+            bg = ndimage.gaussian_filter(np.where(fov, sm, mu), scale)
+            local = (sm - bg) * pol
+            maps.append((local, np.quantile(local[fov], np.linspace(0.03, 0.3, p.local_levels))))
+        for img, thresholds in maps:
+            for t in thresholds:
+                bw = ndimage.binary_opening((img <= t) & fov, iterations=2)
+                lab, n = ndimage.label(bw)
+                if n == 0:
+                    continue
+                areas = np.bincount(lab.ravel())[1:]
+                objs = ndimage.find_objects(lab)
+                for k in np.nonzero((areas >= p.min_area * h * w) & (areas <= p.max_area * h * w))[0]:
+                    region = np.zeros((h, w), bool)  # holes filled in the component's bounding box (same result)
+                    region[objs[k]] = ndimage.binary_fill_holes(lab[objs[k]] == k + 1)
+                    rkey = (int(region.sum()) // 16, int(np.argmax(region)))
+                    if rkey in seen:
+                        continue
+                    seen.add(rkey)
+                    out.append(self._features(region, sm, fov, eroded_fov, mu, sd, pol, h, w, edge))
+        memo[pol] = out
+        return out
+
     def candidates(self, image: np.ndarray, phrase: str) -> list[dict]:
         """All scored candidate regions (work resolution), best first.
 
         ``phrase`` may hold several phrases separated by '.' ("dark oval. dark round."): regions are
-        found once per polarity and each is scored under every phrase; it keeps its best phrase."""
-        p = self.params
+        found once per polarity (:meth:`_base_candidates`) and each is scored under every phrase; it keeps
+        its best phrase."""
         phrases = [q.strip() for q in phrase.split(".") if q.strip()] or [phrase]
         apps = {q: parse_phrase(q) for q in phrases}
         _, sm, fov, s, edge = self._prep(image)
-        h, w = sm.shape
         vals = sm[fov]
         if vals.size == 0 or vals.std() < 1e-3:
             return []
-        mu, sd = float(vals.mean()), float(vals.std())
         polarities = sorted({pol for a in apps.values() for pol in {"dark": [1], "bright": [-1]}.get(a.intensity, [1, -1])},
                             reverse=True)
-        qs = np.linspace(p.q_low, p.q_high, p.n_levels)
-        eroded_fov = ndimage.binary_erosion(fov, iterations=3)
-        out, seen = [], set()
+        out = []
         for pol in polarities:
-            maps = [(sm * pol, np.quantile(vals * pol, qs))]
-            for scale in p.local_scales:  # darker than the neighbourhood at this scale
-                bg = ndimage.gaussian_filter(np.where(fov, sm, mu), scale)
-                local = (sm - bg) * pol
-                maps.append((local, np.quantile(local[fov], np.linspace(0.03, 0.3, p.local_levels))))
-            for img, thresholds in maps:
-                for t in thresholds:
-                    bw = ndimage.binary_opening((img <= t) & fov, iterations=2)
-                    lab, n = ndimage.label(bw)
-                    if n == 0:
+            for base in self._base_candidates(image, pol):
+                best = None
+                for q, app in apps.items():
+                    if app.intensity is not None and {"dark": 1, "bright": -1}[app.intensity] != pol:
                         continue
-                    areas = np.bincount(lab.ravel())[1:]
-                    objs = ndimage.find_objects(lab)
-                    for k in np.nonzero((areas >= p.min_area * h * w) & (areas <= p.max_area * h * w))[0]:
-                        region = np.zeros((h, w), bool)  # holes filled in the component's bounding box (same result)
-                        region[objs[k]] = ndimage.binary_fill_holes(lab[objs[k]] == k + 1)
-                        key = (pol, int(region.sum()) // 16, int(np.argmax(region)))
-                        if key in seen:
-                            continue
-                        seen.add(key)
-                        base = self._features(region, sm, fov, eroded_fov, mu, sd, pol, h, w, edge)
-                        best = None
-                        for q, app in apps.items():
-                            if app.intensity is not None and {"dark": 1, "bright": -1}[app.intensity] != pol:
-                                continue
-                            feats = self._phrase_features(base, app)
-                            c = {**base, "features": feats, "score": self.score(feats), "phrase": q,
-                                 "polarity": pol, **feats}
-                            if best is None or c["score"] > best["score"]:
-                                best = c
-                        out.append(best)
+                    feats = self._phrase_features(base, app)
+                    c = {**base, "features": feats, "score": self.score(feats), "phrase": q,
+                         "polarity": pol, **feats}
+                    if best is None or c["score"] > best["score"]:
+                        best = c
+                out.append(best)
         out.sort(key=lambda c: -c["score"])
         for c in out:
             c["scale"] = s
@@ -350,33 +396,66 @@ class AppearanceBackend:
                 best = d
         return c if best is c else {**best, "phrase": c["phrase"], "score": c["score"], "extended_from": c["box"]}
 
-    def detect(self, image: np.ndarray, phrase: str, box_threshold: float = 0.0, top_k: int = 5) -> list[Detection]:
-        """Boxes in **pixel xyxy of the input image**, best first, with a score in (0, 1).
+    def detect(self, image: np.ndarray, phrase: str, box_threshold: float = 0.0, top_k: int = 5,
+               nms_iou: float = 0.5) -> list[Detection]:
+        """Boxes in **pixel xyxy of the input image**, best first, with a calibrated score in (0, 1)
+        (:meth:`calibrated_score`; ``box_threshold`` applies to it, as Grounding DINO's box threshold applies
+        to its scores).
 
-        Each of the ``top_k`` best candidates is extended (step 5); candidates whose extension repeats an
-        earlier box are skipped."""
+        Each of the best candidates is extended (step 5), then greedy non-maximum suppression keeps a box only
+        if its IoU with every box kept before it is below ``nms_iou``: the nested iso-intensity regions of one
+        lesion (step 3) would otherwise fill the ``top_k`` with near-copies of one box. The first box does not
+        depend on ``nms_iou``, so top-1 pseudo-labels are the same with or without it. Each detection keeps the
+        uncalibrated :meth:`box_score` in ``extra["box_score"]`` (the pipeline's per-image confidence is built
+        from it, :func:`busnb.appg.pipeline.label_image`)."""
         cands = self.candidates(image, phrase)
-        dets, boxes = [], set()
+        dets, kept = [], []
         for i in range(len(cands)):
             if len(dets) >= top_k:
                 break
             c = self.extend(cands, i)
-            if c["box"] in boxes:
+            if any(box_iou(c["box"], k) >= nms_iou for k in kept):
                 continue
-            boxes.add(c["box"])
-            sc = self.box_score(c["score"])
+            kept.append(c["box"])
+            sc = self.calibrated_score(c["score"])
             if sc < box_threshold:
                 continue
             s = c["scale"]
             box = [v / s for v in self.padded_box(c["box"], c["region"].shape)]
-            dets.append(Detection(box=tuple(float(b) for b in box), score=sc, phrase=c["phrase"], extra={"seed": c}))
+            dets.append(Detection(box=tuple(float(b) for b in box), score=sc, phrase=c["phrase"],
+                                  extra={"seed": c, "raw_score": float(c["score"]),
+                                         "box_score": self.box_score(c["score"])}))
         return dets
 
     @staticmethod
     def box_score(score: float) -> float:
         """A candidate's score mapped to (0, 1): 0.5 at 2.5, what a region one standard deviation darker than
-        its ring, with middling shape, position and size priors (0.5 each) and a clear outline reaches."""
+        its ring, with middling shape, position and size priors (0.5 each) and a clear outline reaches.
+        Uncalibrated: almost every lesion-like region scores above 0.9, so it is no use as a threshold
+        (:meth:`calibrated_score` is); the pipeline's confidence (step 7) keeps it so cached pseudo-labels
+        stay valid."""
         return float(1 / (1 + np.exp(-(score - 2.5))))
+
+    @staticmethod
+    def calibrated_score(score: float) -> float:
+        """A candidate's raw score (step 4) mapped to (0, 1) so that a box threshold means something: the score
+        :meth:`detect` returns and ``box_threshold`` applies to. A logistic function, increasing in the raw score:
+        ``1 / (1 + exp(-(score - CALIB_CENTER) / CALIB_SCALE))``. Fixed without any BUSI mask:
+
+        * ``CALIB_CENTER`` = 4.8: where a box is as likely to hold a lesion as not. A logistic regression of "the
+          box has IoU >= 0.5 with a lesion's box" on the raw score (:func:`busnb.appg.tune.fit_score_calibration`)
+          over the top-5 non-suppressed boxes of the 11 prompt-family phrases on a phantom the notebooks never
+          use (``PhantomConfig(seed=1)``, 48 images, 2630 boxes) puts it at 4.77.
+        * ``CALIB_SCALE`` = 1.0: first principles, not the fit. Every feature of the raw score is on a unit scale,
+          so one unit of evidence (one standard deviation of contrast, a shape word fully matched) multiplies the
+          odds by e. The phantom's own fit is far steeper (0.245): its lesions separate from everything else more
+          cleanly than real scans do, and that slope would make every score 0 or 1, an overconfident map for
+          real images and a box threshold that does nothing between 0.05 and 0.95.
+
+        On that phantom, boxes that hit a lesion score 0.53 / 0.73 / 0.89 (10th / 50th / 90th percentile) and boxes
+        that miss 0.04 / 0.12 / 0.31. Monotone, so it never changes which box is best: top-1 pseudo-labels
+        are the same as with the uncalibrated :meth:`box_score`."""
+        return float(1 / (1 + np.exp(-(score - CALIB_CENTER) / CALIB_SCALE)))
 
     def refine_otsu(self, sm: np.ndarray, fov: np.ndarray, box, seed: np.ndarray | None, polarity: int) -> np.ndarray:
         """Otsu threshold inside ``box`` (work resolution), the component overlapping ``seed`` (the refinement

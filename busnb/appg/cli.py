@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--min-fg", type=float, default=0.01)
     p.add_argument("--box-policy", default="top1", choices=["top1", "union"])
-    p.add_argument("--box-threshold", type=float)
+    p.add_argument("--box-threshold", type=float,
+                   help="drop boxes scoring below this, in [0, 1] (appearance: its calibrated score; default: keep all)")
     p.add_argument("--gdino", help="Grounding DINO hub id or local folder")
     p.add_argument("--sam", help="segmenter: SAM / SAM 2 hub id or local folder, segment-anything .pth, or "
                    "MedSAM's medsam_vit_b.pth")
@@ -31,7 +32,7 @@ def run(a) -> int:
     from .. import splits as S
     from ..prompts import PAPER_PROMPTS
     from ..data import load_dataset
-    from .pipeline import PseudoLabelConfig, area_filter_report, dataset_cache_id, backend_from_name, generate, quality_summary, \
+    from .pipeline import PseudoLabelConfig, area_filter_note, area_filter_report, area_filter_table, dataset_cache_id, backend_from_name, generate, quality_summary, \
         quality_table
 
     samples = load_dataset(a.dataset, root=a.root)
@@ -60,6 +61,8 @@ def run(a) -> int:
     labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit, workers=a.workers)
     df = quality_table(labels, samples)
     print(quality_summary(df).round(3).to_string())
-    print(area_filter_report(df, cfg.min_fg))
+    report = area_filter_report(df, cfg.min_fg)
+    print(area_filter_table(report, cfg.min_fg).to_string())
+    print(area_filter_note(report, cfg.min_fg))
     print(f"cache: {labels.folder}")
     return 0

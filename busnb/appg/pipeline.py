@@ -72,9 +72,12 @@ def label_image(backend, image: np.ndarray, cfg: PseudoLabelConfig) -> tuple[np.
                                                  "confidence": 0.0, "reason": "no box above threshold"}
     masks = backend.segment(image, dets)
     mask = np.logical_or.reduce([m for m, _ in masks])
+    # the box score behind the confidence: a backend may keep an uncalibrated one beside its display score
+    # (appearance: ``extra["box_score"]``, so records and confidences do not depend on its score calibration)
+    score = float(dets[0].extra.get("box_score", dets[0].score)) if dets[0].extra else float(dets[0].score)
     return mask, {"box": [round(v, 1) for v in dets[0].box], "boxes": [[round(v, 1) for v in d.box] for d in dets],
-                  "score": float(dets[0].score), "mask_score": float(masks[0][1]), "n_boxes": len(dets),
-                  "phrase": dets[0].phrase, "confidence": confidence(dets[0].score, masks[0][1])}
+                  "score": score, "mask_score": float(masks[0][1]), "n_boxes": len(dets),
+                  "phrase": dets[0].phrase, "confidence": confidence(score, masks[0][1])}
 
 
 def confidence(box_score: float, mask_score: float) -> float:
@@ -130,6 +133,16 @@ def _label_and_write(backend, cfg: PseudoLabelConfig, s, folder: Path, key: str)
     return s.id
 
 
+def _open_cache(dataset: str, backend, cfg: PseudoLabelConfig, root=None) -> tuple[Path, str]:
+    """The cache folder of (dataset, backend, cfg), created with its ``config.json``; returns ``(folder, key)``."""
+    key, spec = cache_key(dataset, backend, cfg)
+    folder = Path(root or cache_dir() / "pseudo") / dataset / f"{backend.name}-{key}"
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    (folder / "records").mkdir(exist_ok=True)
+    write_json(folder / "config.json", spec)
+    return folder, key
+
+
 _WORKER = {}
 
 
@@ -153,11 +166,7 @@ def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dat
 
     from tqdm.auto import tqdm
 
-    key, spec = cache_key(dataset, backend, cfg)
-    folder = Path(root or cache_dir() / "pseudo") / dataset / f"{backend.name}-{key}"
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
-    (folder / "records").mkdir(exist_ok=True)
-    write_json(folder / "config.json", spec)
+    folder, key = _open_cache(dataset, backend, cfg, root)
     todo = [s for s in samples if not (folder / "records" / f"{_fname(s.id)}.json").is_file()][:limit]
     bar = tqdm(total=len(samples) if limit is None else len(todo), desc=f"pseudo-labels ({backend.name})",
                disable=not progress, initial=len(samples) - len(todo) if limit is None else 0)
@@ -228,19 +237,91 @@ def area_filter_report(df, min_fg: float = 0.01) -> dict:
             "kept_mean_dice": float(df[df["kept"]]["dice"].mean()) if df["kept"].any() else float("nan")}
 
 
+AREA_FILTER_ROWS = {
+    "images": "images",
+    "dropped": "pseudo-labels dropped (area <= min_fg)",
+    "dropped_with_small_true_lesion": "  of those, true lesion also <= min_fg",
+    "dropped_mean_dice": "  their mean Dice",
+    "true_lesions_at_most_min_fg": "true lesions <= min_fg (all images)",
+    "kept_mean_dice": "mean Dice of kept pseudo-labels",
+}
+
+
+def area_filter_table(report: dict, min_fg: float = 0.01):
+    """:func:`area_filter_report` as a one-column table with readable row names (counts as integers, Dice with 3
+    decimals, '-' where nothing was dropped)."""
+    import pandas as pd
+
+    def fmt(k, v):
+        if k.endswith("dice"):
+            return "-" if v != v else f"{v:.3f}"
+        return f"{int(v)}"
+
+    rows = {AREA_FILTER_ROWS[k].replace("min_fg", f"{min_fg * 100:g} %"): fmt(k, v) for k, v in report.items()}
+    return pd.DataFrame({"area filter": pd.Series(rows)})
+
+
+def area_filter_note(report: dict, min_fg: float = 0.01) -> str:
+    """One sentence on what the filter did here, saying so when the data cannot show its cost (no true lesion
+    at or below ``min_fg``, as on the phantom, whose lesions all cover several % of the image)."""
+    pct = f"{min_fg * 100:g} %"
+    if report["dropped"] == 0 and report["true_lesions_at_most_min_fg"] == 0:
+        return (f"The filter dropped nothing here: no pseudo-label and no true lesion of these {report['images']} "
+                f"images is at or below {pct} of its image, so this data cannot show the filter's cost "
+                f"(dropping correct small lesions)." + (" BUSI can: 61 of its 647 lesion masks are <= 1 %."
+                                                         if abs(min_fg - 0.01) < 1e-9 else ""))
+    return (f"The filter dropped {report['dropped']} of {report['images']} pseudo-labels; "
+            f"{report['dropped_with_small_true_lesion']} of them belong to a true lesion that is itself <= {pct} "
+            f"(a correct small lesion lost), and {report['true_lesions_at_most_min_fg']} true lesions of these images "
+            f"are <= {pct} in all.")
+
+
 def compare_prompts(samples, backend, prompts: dict[str, tuple[str, ...]], dataset: str = "dataset",
                     cfg: PseudoLabelConfig = PseudoLabelConfig(), progress: bool = True, root=None):
-    """One row per prompt: family, prompt, keep rate, box hit rate, Dice (all and kept)."""
+    """One row per prompt: family, prompt, keep rate, box hit rate, Dice (all and kept) and ``dice_sem``, the
+    standard error of ``dice_all`` over the images (``std / sqrt(n)``: differences smaller than about twice it are
+    not resolved by this many images).
+
+    Each prompt's pseudo-labels go to the same cache folder :func:`generate` would use (so ``busnb pseudo-label``
+    and this comparison share them, and a rerun recomputes nothing). Images are the outer loop: a backend that
+    memoises its work per image (``appearance`` searches candidate regions once per image and polarity, then
+    scores them under each phrase) does the phrase-independent part once for all prompts. One progress bar counts
+    (image, prompt) pairs."""
     import pandas as pd
     from dataclasses import replace
 
+    from tqdm.auto import tqdm
+
+    pairs = [(family, phrase) for family, phrases in prompts.items() for phrase in phrases]
+    cfgs = {phrase: replace(cfg, prompt=phrase) for _, phrase in pairs}
+    caches = {phrase: _open_cache(dataset, backend, c, root) for phrase, c in cfgs.items()}
+    with tqdm(total=len(samples) * len(pairs), desc=f"prompt families ({backend.name})", disable=not progress) as bar:
+        for s in samples:
+            for _, phrase in pairs:
+                folder, key = caches[phrase]
+                if not (folder / "records" / f"{_fname(s.id)}.json").is_file():
+                    _label_and_write(backend, cfgs[phrase], s, folder, key)
+                bar.update(1)
     rows = []
-    for family, phrases in prompts.items():
-        for phrase in phrases:
-            labels = generate(samples, backend, replace(cfg, prompt=phrase), dataset, root=root, progress=progress)
-            s = quality_summary(quality_table(labels, samples)).loc["all"]
-            rows.append({"family": family, "prompt": phrase, **s.to_dict()})
+    for family, phrase in pairs:
+        df = quality_table(PseudoLabels(caches[phrase][0]), samples)
+        s = quality_summary(df).loc["all"]
+        sem = float(df["dice"].std(ddof=1) / np.sqrt(len(df))) if len(df) > 1 else float("nan")
+        rows.append({"family": family, "prompt": phrase, **s.to_dict(), "dice_sem": sem})
     return pd.DataFrame(rows)
+
+
+def family_summary(df):
+    """Per family of :func:`compare_prompts`'s table: its prompts' mean ``dice_all``, lowest and highest, the mean
+    standard error of a prompt's Dice (``dice_sem``), and the gap to the best family's mean in units of that
+    standard error (``gap_in_sem``: below about 2, this many images do not resolve the difference)."""
+    import pandas as pd
+
+    g = df.groupby("family", sort=False)
+    out = pd.DataFrame({"prompts": g.size(), "mean_dice": g["dice_all"].mean(), "min_dice": g["dice_all"].min(),
+                        "max_dice": g["dice_all"].max(), "dice_sem": g["dice_sem"].mean()})
+    out["gap_in_sem"] = (out["mean_dice"].max() - out["mean_dice"]) / out["dice_sem"]
+    return out
 
 
 def backend_from_name(name: str, **kw):

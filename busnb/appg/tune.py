@@ -116,3 +116,48 @@ def fit_on_labeled(backend: AppearanceBackend, samples, split: dict, ratio: floa
     if not labeled:
         raise TuneError(f"fit_on_labeled: the split has no labeled images at {ratio} %. Fix: pick a ratio with labels.")
     return tune(backend, labeled, phrase, n_iter=n_iter, seed=seed, progress=progress, part="labeled", split=split)
+
+
+def score_table(backend: AppearanceBackend, samples, phrases, top_k: int = 5, iou: float = 0.5,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw scores, hit)`` of the top-``top_k`` non-suppressed boxes of every phrase on every image: ``hit`` is
+    whether the box has IoU >= ``iou`` with the box of one of the image's lesions (``meta["lesions"][k]["bbox"]``,
+    as the phantom records them; the ground-truth mask's box otherwise)."""
+    from tqdm.auto import tqdm
+
+    from .appearance import box_iou
+
+    raw, hit = [], []
+    for s in tqdm(samples, desc="calibration boxes", disable=not progress):
+        img, gt = load_pair(s)
+        truth = [tuple(l["bbox"]) for l in (s.meta or {}).get("lesions", [])]
+        if not truth and gt.any():
+            ys, xs = np.nonzero(gt)
+            truth = [(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)]
+        for phrase in phrases:
+            for d in backend.detect(img, phrase, top_k=top_k):
+                raw.append(d.extra["raw_score"])
+                hit.append(any(box_iou(d.box, t) >= iou for t in truth))
+    return np.array(raw, float), np.array(hit, bool)
+
+
+def fit_score_calibration(raw: np.ndarray, hit: np.ndarray, n_iter: int = 50) -> tuple[float, float]:
+    """``(center, scale)`` of the logistic ``P(hit | raw) = 1 / (1 + exp(-(raw - center) / scale))``, by maximum
+    likelihood (Newton's method on the intercept and slope). How the constants of
+    :meth:`AppearanceBackend.calibrated_score` were obtained, from :func:`score_table` on a phantom the notebooks
+    never use (``load_dataset("phantom", phantom=PhantomConfig(seed=1))``, the 11 phrases of the prompt
+    families); never fit it on validation or test masks."""
+    x, y = np.asarray(raw, float), np.asarray(hit, float)
+    if y.min() == y.max():
+        raise ValueError("fit_score_calibration needs boxes that hit a lesion and boxes that miss")
+    X = np.stack([np.ones_like(x), x], 1)
+    beta = np.zeros(2)
+    for _ in range(n_iter):
+        p = 1 / (1 + np.exp(-X @ beta))
+        H = X.T @ (X * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(H, X.T @ (y - p))
+        beta += step
+        if np.abs(step).max() < 1e-8:
+            break
+    b0, b1 = beta
+    return float(-b0 / b1), float(1 / b1)

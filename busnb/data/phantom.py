@@ -174,12 +174,26 @@ def render_phantom(cfg: PhantomConfig, index: int) -> tuple[np.ndarray, np.ndarr
 
 
 def generate_phantom(out: str | Path, cfg: PhantomConfig = PhantomConfig(), progress: bool = True) -> Path:
-    """Write ``cfg.n_images`` phantom images to ``out`` atomically; reuse it if already complete."""
+    """Write ``cfg.n_images`` phantom images to ``out`` atomically; reuse it if already complete. Concurrent
+    callers (sweep jobs) take turns on a lock beside ``out``: one writes, the others then find it complete."""
     from tqdm.auto import tqdm
 
+    from ..rundir import RunLock
+
     out = Path(out)
-    if (out / "phantom.json").is_file() and json.loads((out / "phantom.json").read_text()) == asdict(cfg):
+
+    def complete() -> bool:
+        return (out / "phantom.json").is_file() and json.loads((out / "phantom.json").read_text()) == asdict(cfg)
+
+    if complete():
         return out
+    with RunLock(out.parent / f".{out.name}.lock", wait=True, poll=0.5, quiet=True):
+        if complete():
+            return out
+        return _write_phantom(out, cfg, tqdm, progress)
+
+
+def _write_phantom(out: Path, cfg: PhantomConfig, tqdm, progress: bool) -> Path:
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()

@@ -62,9 +62,10 @@ The weight schedule is not the cause (15-epoch runs at 64 px, ``results/cpu-2026
 pseudo-label and cosine terms ramped (D6), at lambda_u 1 or 0.1 and lambda_cos 1 or 0.1, the pair still
 collapses to background once the ramps pass about half weight (val_empty 0.3-0.7 in the last epochs); with the
 prototype term off it drifts the other way, to over-segmentation (foreground 0.45-0.57 of the unlabeled pixels
-against about 0.09 true). Every variant ends below the supervised network of the same schedule (test Dice
-37-42 vs 46). The two networks reinforce a shared wrong answer whichever way the prototype term tips them; the
-partner (LinkNet on MobileNet-V2) predicts no foreground on unlabeled images in the first epochs.
+against about 0.09 true); test Dice 37-42 against 46 for the supervised network of the same schedule. Two
+U-Nets (``second_arch="unet"``) collapse too (val_empty 0.78 at the end; test 48 only because validation picked
+epoch 4). The two networks reinforce a shared wrong answer whichever way the prototype term tips them; neither
+the weight schedule nor the partner architecture is the cause.
 
 Options (switches for ablation rows ``dual_uncertainty-no_...``): ``entropy_filter``, ``kl_weighting``,
 ``prototype``, ``cosine``; ``pseudo_loss`` "bce" (the CE of D3) or "bce_dice" (+ a Dice term with the same

@@ -1,0 +1,130 @@
+"""Helpers behind notebooks 03-06: paired differences, selection and similarity summaries, figures, profiles."""
+import pytest
+import torch
+
+
+def test_paired_difference_and_its_verdict():
+    import pandas as pd
+
+    from busnb.diagnostics import describe_difference, paired_difference
+
+    rows = [{"image": i, "target": t, "dice": d} for i in range(20)
+            for t, d in (("a", 0.8 + 0.01 * (i % 3)), ("b", 0.7), ("c", 0.8 + 0.01 * (i % 3) + (0.05 if i % 2 else -0.05)))]
+    s = pd.DataFrame(rows)
+    r = paired_difference(s, "a", "b")
+    assert r["mean"] == pytest.approx(0.11, abs=0.01) and 0 < r["lo"] <= r["mean"] <= r["hi"]
+    assert r["wins"] == 20 and r["losses"] == 0 and "a is better" in describe_difference(r)
+    r = paired_difference(s, "c", "a")                    # +-0.05 alternating: no difference on average
+    assert r["lo"] < 0 < r["hi"] and "cannot tell them apart" in describe_difference(r)
+    with pytest.raises(ValueError, match="no images"):
+        paired_difference(s, "a", "nope")
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1, -1, -1)
+
+
+class _Arrays:
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(self.masks)
+
+    def batch(self, idx):
+        idx = list(idx)
+        return {"image": torch.zeros(len(idx), 1, 4, 4), "mask": self.masks[idx]}
+
+
+def test_fusion_scores_match_the_mean_table():
+    from busnb.diagnostics import fusion_quality, fusion_scores
+
+    gt = torch.zeros(3, 1, 4, 4)
+    gt[:, :, :2, :2] = 1
+    right = torch.where(gt[:1] > 0, 5.0, -5.0)           # confident and right
+    method = torch.nn.Module()
+    method.static_teacher, method.ema_teacher = _Const(right), _Const(torch.full((1, 1, 4, 4), -5.0))  # B: all background
+    s = fusion_scores(method, _Arrays(gt), k=2, batch=2)
+    assert len(s) == 3 * 6 and set(s["image"]) == {0, 1, 2}
+    q = fusion_quality(method, _Arrays(gt), k=2, scores=s).set_index("target")["dice_vs_gt"]
+    assert q["T^A (static)"] == pytest.approx(1.0) and q["T^B (EMA)"] == pytest.approx(0.0)
+    assert q["UEWF (pixel)"] == pytest.approx(1.0)        # equally confident everywhere: the lesion half survives
+
+
+def test_selection_table_says_when_the_floor_sets_tau():
+    from busnb import aurcl as A
+    from busnb.diagnostics import selection_table
+
+    p = torch.full((1, 1, 10, 10), 0.99)
+    p[..., 0, :5] = 0.5                                   # 5 % of the pixels inside the floor (|p - 0.5| <= 0.1)
+    am = {"by_k": {}}
+    for kf in (0.01, 0.2):
+        sel, tau = A.low_confidence_mask(p, kf, 0.2)
+        am["by_k"][kf] = {"selected": sel, "tau": tau, "fraction": sel.float().mean().item()}
+    t = selection_table(am)
+    assert t.loc["1%", "tau set by"] == "floor on 1/1 images" and t.loc["1%", "selected"] == "5.0%"
+    assert t.loc["20%", "tau set by"] == "K" and t.loc["20%", "selected"] == "100.0%"
+
+
+def test_similarity_summary():
+    from busnb.diagnostics import similarity_summary
+
+    s = similarity_summary(torch.eye(4) * 0.5 + 0.5)     # positives 1, negatives 0.5
+    assert s["positives"] == pytest.approx(1.0) and s["negatives"] == pytest.approx(0.5) and s["gap"] == pytest.approx(0.5)
+    assert similarity_summary(torch.ones(2, 3, 3))["gap"] == pytest.approx(0.0)
+
+
+def test_figures_one_colorbar_per_map_column_and_one_axis_per_quantity():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from busnb.show import show_map_columns, show_patches, show_training
+
+    m = np.random.default_rng(0).random((2, 8, 8))
+    fig = show_map_columns([{"title": "image", "maps": m, "image": True, "contours": m > 0.5},
+                            {"title": "p", "maps": m, "vmin": 0, "vmax": 1, "label": "probability"},
+                            {"title": "E", "maps": m, "cmap": "magma"}])
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(fig.axes) == 2 * 3 + 2 and len(bars) == 2 and bars[0].get_xlabel() == "probability"
+    assert [fig.axes[c].get_title() for c in range(3)] == ["image", "p", "E"]
+    hist = [{"epoch": e, "loss": 3.0 / e, "val_dice": d, "val_empty": 0.0} for e, d in [(1, 0.1), (2, 0.8), (3, 0.6)]]
+    fig = show_training(hist)
+    loss_ax, val_ax = fig.axes
+    assert loss_ax.get_ylabel() and val_ax.get_ylabel() and val_ax.get_ylim()[1] <= 1.05
+    assert "epoch 2" in " ".join(t.get_text() for t in val_ax.get_legend().get_texts())
+    ax = show_patches(np.zeros((10, 10)), np.array([[True, False], [False, False]]), 5)
+    assert ax.images[-1].get_array()[0, 0, 3] > 0 and ax.images[-1].get_array()[9, 9, 3] == 0
+
+
+def test_demo_profile_and_size_notes():
+    from busnb import nb
+    from busnb.config import get_profile
+
+    demo, smoke = get_profile("demo"), get_profile("smoke")
+    assert (demo.dataset, demo.image_size, demo.encoder, demo.decoder_channels) == \
+        (smoke.dataset, smoke.image_size, smoke.encoder, smoke.decoder_channels)
+    assert demo.epochs * demo.steps_per_epoch > 5 * smoke.epochs * smoke.steps_per_epoch
+    nb.check_params(profile="demo")
+    assert "mean nothing" in nb.size_note("smoke") and "not enough to rank" in nb.size_note(demo)
+    assert nb.size_note("gpu") == ""
+    assert nb.replace_stale("") and not nb.replace_stale("runs/x")   # only the scratch folder is retrained over
+
+
+def test_kernels_talk_over_ipc_with_their_own_sockets():
+    import os
+
+    from busnb.runner import kernel_manager_class
+
+    km = kernel_manager_class()
+    if os.name != "posix":
+        assert km is None
+        return
+    a, b = km(), km()
+    assert a.transport == b.transport == "ipc" and os.path.isabs(a.ip) and a.ip != b.ip
