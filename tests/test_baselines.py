@@ -285,3 +285,21 @@ def test_bcp_paper_optimizer_reaches_its_pretraining_stage():
     from busnb.methods.classic import BCPPretrain
 
     assert BCPPretrain(TINY, **spec.params).optimizer_recipe()["lr"] == 0.01
+
+
+def test_cps_joint_bn_switch_keeps_labeled_batch_norm_statistics_apart():
+    """joint_bn=False: each network sees the labeled and the unlabeled images in separate forward passes, so in
+    training mode the labeled outputs do not depend on the unlabeled batch (they do with the published joint
+    batch); the default leaves the method's options (its run identity) as they were."""
+    torch.manual_seed(0)
+    joint = build_method("cps", TINY, rampup_steps=10)
+    assert "joint_bn" not in joint.opts
+    sep = build_method("cps", TINY, rampup_steps=10, joint_bn=False)
+    sep.load_state_dict(joint.state_dict())
+    g = torch.Generator().manual_seed(3)
+    bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
+    bu1, bu2 = ({"image": torch.rand(2, 1, 32, 32, generator=g) * s} for s in (0.2, 1.0))
+    ls = lambda m, bu: m.loss(bl, bu, step=0)[1]["Ls"].item()  # noqa: E731
+    joint.train(), sep.train()
+    assert ls(sep, bu1) == pytest.approx(ls(sep, bu2), abs=1e-6)
+    assert abs(ls(joint, bu1) - ls(joint, bu2)) > 1e-4

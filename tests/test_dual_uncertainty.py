@@ -143,7 +143,8 @@ def test_two_different_architectures_and_the_published_optimiser(method):
 
 @pytest.mark.parametrize("variant", ["dual_uncertainty", "dual_uncertainty-no_entropy_filter",
                                      "dual_uncertainty-no_kl_weighting", "dual_uncertainty-no_prototype",
-                                     "dual_uncertainty-no_cosine", "dual_uncertainty-bce_dice"])
+                                     "dual_uncertainty-no_cosine", "dual_uncertainty-bce_dice",
+                                     "dual_uncertainty-separate_bn"])
 def test_loss_terms_and_gradients_reach_both_networks(variant, method):
     m = method  # one pair of networks; each variant only changes options read by loss()
     opts = VARIANTS[variant][1]

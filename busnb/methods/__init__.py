@@ -21,11 +21,13 @@ DUAL_UNCERTAINTY_ABLATION = {
     "dual_uncertainty-no_cosine": ("dual_uncertainty", {"cosine": False}),
     "dual_uncertainty-bce_dice": ("dual_uncertainty", {"pseudo_loss": "bce_dice"}),
     "dual_uncertainty-unsup_rampup": ("dual_uncertainty", {"unsup_rampup": True}),
+    "dual_uncertainty-separate_bn": ("dual_uncertainty", {"joint_bn": False}),
 }
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
-                                         "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"})}
+                                         "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"}),
+                                         "cps-separate_bn": ("cps", {"joint_bn": False})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

@@ -121,18 +121,22 @@ class CrossPseudoSupervision(Method):
     the README.) ``optimizer``: "shared" (default, the profile's Adam as for every
     method of the comparison) or "paper" = SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per
     iteration (both papers' schedule). Weak augmentation is the profile's ``augment="weak"`` (trainer, every
-    method alike). ``pseudo_loss``: "bce" (as published) or "bce_dice"."""
+    method alike). ``pseudo_loss``: "bce" (as published) or "bce_dice". ``joint_bn``: True (as published) passes
+    labeled and unlabeled images through each network as one batch, so batch-norm statistics mix them; False
+    runs two forward passes (labeled, then unlabeled), as the supervised baseline sees labeled images only."""
 
     name = "cps"
     needs_unlabeled = True
 
     def __init__(self, make_net, lambda_u: float = 0.1, rampup_steps: int | None = None, pseudo_loss: str = "bce",
-                 optimizer: str = "shared"):
+                 optimizer: str = "shared", joint_bn: bool = True):
         super().__init__(make_net)
         check_pseudo_loss(pseudo_loss)
         paper_or_shared(optimizer, SSL4MIS_SGD, "cps")
         self.second = make_net()  # independent random initialisation
         self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, optimizer=optimizer)
+        if not joint_bn:  # only when set, so runs of the published setting keep their identity
+            self.opts["joint_bn"] = False
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], SSL4MIS_SGD, "cps")
@@ -143,7 +147,10 @@ class CrossPseudoSupervision(Method):
     def loss(self, batch_l, batch_u, step):
         x = torch.cat([batch_l["image"], batch_u["image"]])
         n = len(batch_l["image"])
-        o1, o2 = self.student(x), self.second(x)
+        if self.opts.get("joint_bn", True):
+            o1, o2 = self.student(x), self.second(x)
+        else:  # batch-norm statistics of labeled and unlabeled images kept apart
+            o1, o2 = (torch.cat([net(x[:n]), net(x[n:])]) for net in (self.student, self.second))
         ls = bce_dice(o1[:n], batch_l["mask"]) + bce_dice(o2[:n], batch_l["mask"])
         lu = cross_pseudo_loss(o1[n:], o2[n:], dice=self.opts["pseudo_loss"] == "bce_dice")
         w = self.opts["lambda_u"] * sigmoid_rampup(step, self.horizon(self.opts["rampup_steps"]))

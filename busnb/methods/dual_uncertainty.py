@@ -70,7 +70,10 @@ the weight schedule nor the partner architecture is the cause.
 Options (switches for ablation rows ``dual_uncertainty-no_...``): ``entropy_filter``, ``kl_weighting``,
 ``prototype``, ``cosine``; ``pseudo_loss`` "bce" (the CE of D3) or "bce_dice" (+ a Dice term with the same
 pixel weights); ``pseudo_target`` "cross" (each network learns the other's argmax, default) or "union" (the
-release's filtered target: foreground where either network says foreground). ``optimizer``: "shared" (the
+release's filtered target: foreground where either network says foreground). ``joint_bn``: True (as
+published) passes labeled and unlabeled images through each network as one batch; False keeps their
+batch-norm statistics apart (two forward passes), as the supervised baseline sees labeled images only.
+``optimizer``: "shared" (the
 profile's Adam, as every method of the comparison table) or "paper" = the published SGD lr 0.01, momentum 0.9,
 weight decay 1e-4, x0.1 every 2,500 iterations (of 6,000), ``busnb.optim``.
 """
@@ -197,7 +200,8 @@ class DualUncertainty(Method):
                  cosine: bool = True, percentile: float = 20.0, kl_temperature: float = 0.5,
                  lambda_u: float = 1.0, lambda_c: float = 0.1, lambda_cos: float = 1.0, temperature: float = 0.1,
                  rampup_steps: int | None = None, pseudo_loss: str = "bce", pseudo_target: str = "cross",
-                 second_arch: str = "partner", optimizer: str = "shared", unsup_rampup: bool = False):
+                 second_arch: str = "partner", optimizer: str = "shared", unsup_rampup: bool = False,
+                 joint_bn: bool = True):
         check_pseudo_loss(pseudo_loss)  # options first: a bad one fails before any network is built
         if pseudo_target not in PSEUDO_TARGETS:
             raise ValueError(f"pseudo_target must be one of {PSEUDO_TARGETS}, not {pseudo_target!r}")
@@ -211,6 +215,8 @@ class DualUncertainty(Method):
                          lambda_c=lambda_c, lambda_cos=lambda_cos, temperature=temperature,
                          rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, pseudo_target=pseudo_target,
                          second_arch=second_arch, optimizer=optimizer, unsup_rampup=unsup_rampup)
+        if not joint_bn:  # only when set, so runs of the published setting keep their identity
+            self.opts["joint_bn"] = False
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], DUAL_SGD, "dual_uncertainty")
@@ -222,8 +228,13 @@ class DualUncertainty(Method):
         o = self.opts
         x = torch.cat([batch_l["image"], batch_u["image"]])
         n = len(batch_l["image"])
-        la, fa = self.student(x, return_features=True)
-        lb, fb = self.second(x, return_features=True)
+        if o.get("joint_bn", True):
+            la, fa = self.student(x, return_features=True)
+            lb, fb = self.second(x, return_features=True)
+        else:  # batch-norm statistics of labeled and unlabeled images kept apart (``joint_bn=False``)
+            (la, fa), (lb, fb) = (tuple(map(torch.cat, zip(net(x[:n], return_features=True),
+                                                          net(x[n:], return_features=True))))
+                                  for net in (self.student, self.second))
         ls = bce_dice(la[:n], batch_l["mask"]) + bce_dice(lb[:n], batch_l["mask"])
         ua, ub = la[n:], lb[n:]
         keep = entropy_filter(ua, ub, o["percentile"]) if o["entropy_filter"] else torch.ones_like(ua.float())
