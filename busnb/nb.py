@@ -28,6 +28,17 @@ def replace_stale(run_dir: str | Path = "") -> bool:
     return not run_dir
 
 
+def trained_method(prof, parts: dict, run_dir: Path, variant: str, ratio: float, seed: int, force: bool = False):
+    """The run ``run_dir/train/<run name>`` of ``variant`` on ``parts``, trained now or reused when a finished run
+    of the same identity is there (notebooks 03 and 04 share one), and its method with the selected weights.
+    Returns (run folder, metrics, method)."""
+    from .experiment import load_trained, run_experiment, run_name
+
+    out = Path(run_dir) / "train" / run_name(variant, parts["split_name"], ratio, seed)
+    result = run_experiment(prof, variant, parts["dataset"], ratio, seed, out, parts=parts, force=force)
+    return out, result, load_trained(out, prof, variant)
+
+
 SIZE_NOTES = {
     "smoke": "profile smoke: 18 optimiser steps on a handful of 64-px phantom images. It checks that the code runs; "
              "its numbers and maps mean nothing (the networks have barely left their random start). Use "

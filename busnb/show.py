@@ -81,20 +81,6 @@ def show_grid(items, ncols: int = 4, size: float = 2.4, titles=None, title_size:
     return fig
 
 
-def show_history(history: list[dict], ax=None):
-    """Training loss, validation Dice and (when recorded) the fraction of empty validation predictions
-    per epoch: a rising empty fraction with a falling loss is a collapse to background."""
-    ax = _ax(ax)
-    ep = [h["epoch"] for h in history]
-    ax.plot(ep, [h["loss"] for h in history], label="train loss")
-    ax.plot(ep, [h["val_dice"] for h in history], label="val Dice")
-    if all("val_empty" in h for h in history):
-        ax.plot(ep, [h["val_empty"] for h in history], ls=":", label="val: empty predictions")
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=8)
-    return ax
-
-
 def show_map_columns(columns: list[dict], size: float = 2.2, title_size: float = 9):
     """A grid of maps, one row per image and one column per quantity, with **one colour bar per column** (all
     rows of a column share its scale), below the column. Returns the figure.

@@ -64,3 +64,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def tiny_gdino_sam_backend(folder: Path, sam: str = "sam"):
+    """A Grounding DINO + SAM (``sam``) or SAM 2 (``sam2``) backend on tiny random-init weights built and saved
+    under ``folder`` by ``busnb.appg.tiny``; thresholds 0, so every detection is kept."""
+    from busnb.appg import tiny
+    from busnb.appg.gdino_sam import GDinoSamBackend
+
+    build_sam = {"sam": tiny.build_tiny_sam, "sam2": tiny.build_tiny_sam2}[sam]
+    return GDinoSamBackend(gdino=str(tiny.build_tiny_gdino(folder / "gdino")), sam=str(build_sam(folder / sam)),
+                           box_threshold=0.0, text_threshold=0.0)

@@ -8,16 +8,12 @@ import pytest
 from busnb.appg.appearance import AppearanceBackend
 from busnb.appg.pipeline import PseudoLabelConfig, generate, label_image, quality_summary, quality_table
 from busnb.data import load_pair
+from conftest import tiny_gdino_sam_backend
 
 
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory):
-    from busnb.appg.gdino_sam import GDinoSamBackend
-    from busnb.appg.tiny import build_tiny_gdino, build_tiny_sam
-
-    d = tmp_path_factory.mktemp("weights")
-    return GDinoSamBackend(gdino=str(build_tiny_gdino(d / "gdino")), sam=str(build_tiny_sam(d / "sam")),
-                           box_threshold=0.0, text_threshold=0.0)
+    return tiny_gdino_sam_backend(tmp_path_factory.mktemp("weights"), "sam")
 
 
 def test_gdino_sam_end_to_end_on_phantom(tiny_backend, phantom_small):

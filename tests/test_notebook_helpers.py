@@ -128,3 +128,17 @@ def test_kernels_talk_over_ipc_with_their_own_sockets():
         return
     a, b = km(), km()
     assert a.transport == b.transport == "ipc" and os.path.isabs(a.ip) and a.ip != b.ip
+
+
+def test_class_summary_counts_per_class():
+    import pandas as pd
+
+    from busnb.data.stats import class_summary
+
+    stats = pd.DataFrame({"id": list("abcd"), "class": ["benign", "benign", "malignant", "malignant"],
+                          "n_mask_files": [1, 3, 1, 1], "width": [500, 600, 400, 401], "height": [400, 400, 300, 301],
+                          "lesion_fraction": [0.005, 0.2, 0.1, 0.3]})
+    t = class_summary(stats)
+    assert t.loc["benign", "images"] == 2 and t.loc["benign", "multi_mask_images"] == 1
+    assert t.loc["benign", "extra_mask_files"] == 2 and t.loc["benign", "lesions_at_most_1pct"] == 1
+    assert t.loc["malignant", "median_width"] == 400 and t.loc["malignant", "median_lesion_pct"] == 20.0

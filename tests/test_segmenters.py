@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from busnb.appg.gdino_sam import ModelNotFound, medsam_inputs, sam_kind_of
+from conftest import tiny_gdino_sam_backend
 from busnb.data import load_pair
 
 
@@ -37,12 +38,7 @@ def test_medsam_preprocessing_matches_its_training_input():
 
 @pytest.fixture(scope="module")
 def tiny_sam2_backend(tmp_path_factory):
-    from busnb.appg.gdino_sam import GDinoSamBackend
-    from busnb.appg.tiny import build_tiny_gdino, build_tiny_sam2
-
-    d = tmp_path_factory.mktemp("weights2")
-    return GDinoSamBackend(gdino=str(build_tiny_gdino(d / "gdino")), sam=str(build_tiny_sam2(d / "sam2")),
-                           box_threshold=0.0, text_threshold=0.0)
+    return tiny_gdino_sam_backend(tmp_path_factory.mktemp("weights2"), "sam2")
 
 
 def test_sam2_segments_each_box_at_image_size_and_reuses_the_embedding(tiny_sam2_backend, phantom_small):

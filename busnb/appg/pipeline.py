@@ -74,7 +74,7 @@ def label_image(backend, image: np.ndarray, cfg: PseudoLabelConfig) -> tuple[np.
     mask = np.logical_or.reduce([m for m, _ in masks])
     # the box score behind the confidence: a backend may keep an uncalibrated one beside its display score
     # (appearance: ``extra["box_score"]``, so records and confidences do not depend on its score calibration)
-    score = float(dets[0].extra.get("box_score", dets[0].score)) if dets[0].extra else float(dets[0].score)
+    score = float((dets[0].extra or {}).get("box_score", dets[0].score))
     return mask, {"box": [round(v, 1) for v in dets[0].box], "boxes": [[round(v, 1) for v in d.box] for d in dets],
                   "score": score, "mask_score": float(masks[0][1]), "n_boxes": len(dets),
                   "phrase": dets[0].phrase, "confidence": confidence(score, masks[0][1])}

@@ -42,7 +42,12 @@ class PhantomConfig:
     p_marks: float = 0.5
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return config_key(self)
+
+
+def config_key(cfg) -> str:
+    """A short, stable hash of a phantom config dataclass (names its cache folder); shared by the 3D phantom."""
+    return hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _smooth_noise(rng, h, w, sigma):

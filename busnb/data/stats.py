@@ -20,3 +20,15 @@ def dataset_table(samples: list[Sample], progress: bool = False):
                      "n_mask_files": len(s.masks), "lesion_fraction": float(m.mean()),
                      "n_components": int(ndimage.label(m)[1]), "mean_intensity": float(np.mean(img))})
     return pd.DataFrame(rows)
+
+
+def class_summary(stats):
+    """Per class of a :func:`dataset_table`: images, images with several mask files, extra mask files, median
+    width / height (px), median lesion area (% of the image) and lesions of at most 1 % (the APPG area filter)."""
+    out = stats.groupby("class").agg(
+        images=("id", "size"), multi_mask_images=("n_mask_files", lambda v: int((v > 1).sum())),
+        extra_mask_files=("n_mask_files", lambda v: int((v - 1).sum())), median_width=("width", "median"),
+        median_height=("height", "median"), median_lesion_pct=("lesion_fraction", lambda v: 100 * v.median()),
+        lesions_at_most_1pct=("lesion_fraction", lambda v: int((v <= 0.01).sum())))
+    return out.round({"median_width": 0, "median_height": 0, "median_lesion_pct": 1}).astype(
+        {"median_width": int, "median_height": int})

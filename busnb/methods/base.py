@@ -127,6 +127,17 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step) -> No
         torch._foreach_copy_(tb, sb)
 
 
+def forward_joint(net, x: torch.Tensor, n: int, joint: bool = True, **kw):
+    """``net`` on a batch whose first ``n`` images are labeled and the rest unlabeled: one forward pass
+    (``joint``: batch-norm statistics of both kinds mixed, as the published two-network methods do) or two,
+    labeled then unlabeled, concatenated (statistics kept apart, as the supervised baseline sees labeled images
+    only). Outputs that are tuples (``return_features=True``) are concatenated element-wise."""
+    if joint:
+        return net(x, **kw)
+    a, b = net(x[:n], **kw), net(x[n:], **kw)
+    return tuple(torch.cat(p) for p in zip(a, b)) if isinstance(a, tuple) else torch.cat([a, b])
+
+
 def sigmoid_rampup(step, length: int):
     """exp(-5 (1 - t)^2), t = step / length clipped to [0, 1] (Laine & Aila 2017). A float for an int
     ``step``, a 0-dim tensor for a tensor ``step``."""

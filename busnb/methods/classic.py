@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..losses import bce_dice, dice_loss
 from ..optim import paper_or_shared
-from .base import Method, Supervised, ema_update, sigmoid_rampup
+from .base import Method, Supervised, ema_update, forward_joint, sigmoid_rampup
 
 
 # The published optimisers (``optimizer="paper"``); ``"shared"`` trains with the profile's Adam instead.
@@ -147,10 +147,7 @@ class CrossPseudoSupervision(Method):
     def loss(self, batch_l, batch_u, step):
         x = torch.cat([batch_l["image"], batch_u["image"]])
         n = len(batch_l["image"])
-        if self.opts.get("joint_bn", True):
-            o1, o2 = self.student(x), self.second(x)
-        else:  # batch-norm statistics of labeled and unlabeled images kept apart
-            o1, o2 = (torch.cat([net(x[:n]), net(x[n:])]) for net in (self.student, self.second))
+        o1, o2 = (forward_joint(net, x, n, self.opts.get("joint_bn", True)) for net in (self.student, self.second))
         ls = bce_dice(o1[:n], batch_l["mask"]) + bce_dice(o2[:n], batch_l["mask"])
         lu = cross_pseudo_loss(o1[n:], o2[n:], dice=self.opts["pseudo_loss"] == "bce_dice")
         w = self.opts["lambda_u"] * sigmoid_rampup(step, self.horizon(self.opts["rampup_steps"]))

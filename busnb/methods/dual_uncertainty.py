@@ -86,7 +86,7 @@ import torch.nn.functional as F
 
 from ..losses import bce_dice, dice_loss
 from ..optim import paper_or_shared
-from .base import Method, sigmoid_rampup
+from .base import Method, forward_joint, sigmoid_rampup
 from .classic import check_pseudo_loss
 
 # The release's optimiser (train_LA.py): SGD 0.01, momentum 0.9, wd 1e-4, lr x0.1 every 2,500 iterations
@@ -230,13 +230,8 @@ class DualUncertainty(Method):
         o = self.opts
         x = torch.cat([batch_l["image"], batch_u["image"]])
         n = len(batch_l["image"])
-        if o.get("joint_bn", True):
-            la, fa = self.student(x, return_features=True)
-            lb, fb = self.second(x, return_features=True)
-        else:  # batch-norm statistics of labeled and unlabeled images kept apart (``joint_bn=False``)
-            (la, fa), (lb, fb) = (tuple(map(torch.cat, zip(net(x[:n], return_features=True),
-                                                          net(x[n:], return_features=True))))
-                                  for net in (self.student, self.second))
+        (la, fa), (lb, fb) = (forward_joint(net, x, n, o.get("joint_bn", True), return_features=True)
+                              for net in (self.student, self.second))
         ls = bce_dice(la[:n], batch_l["mask"]) + bce_dice(lb[:n], batch_l["mask"])
         ua, ub = la[n:], lb[n:]
         keep = entropy_filter(ua, ub, o["percentile"]) if o["entropy_filter"] else torch.ones_like(ua.float())

@@ -10,12 +10,12 @@ per (``seed``, index); nothing is written to disk (a volume of 48^3 takes well u
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from ..data.phantom import config_key
 
 SHAPES_3D = ("ellipsoid", "lobulated")
 
@@ -28,7 +28,7 @@ class Phantom3DConfig:
     p_second_lesion: float = 0.25
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return config_key(self)
 
 
 def lesion_mask_3d(shape: str, size: int, centre, radii, rng) -> np.ndarray:
