@@ -134,8 +134,9 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
         tc = train_config(profile, seed, n_train, progress=progress, **(train_kwargs or {}))
         trainer = Trainer(m, tc, labeled, val, unlabeled, out)
         fit = trainer.fit()
+        report = m.report(unlabeled) if unlabeled is not None else {}
         net = trainer.load_best()
-        extra = {"base_method": m.name, "best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"],
+        extra = {**report, "base_method": m.name, "best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"],
                  "method_kwargs": method_kwargs or {}, "options": getattr(m, "opts", {}),
                  "stages": stage_info, "stage1": stage_info[0] if stage_info else None,
                  "train_seconds": round(sum(h["seconds"] for h in fit["history"]), 1)}

@@ -15,9 +15,12 @@ def collect(run_dir: str | Path):
         if "test" not in m:
             continue
         variant = m.get("variant") or m["method"]
+        pl = m.get("pseudo_label_dice") or {}
         rows.append({"dataset": m["dataset"], "method": variant, "ratio": m["ratio"], "seed": m["seed"],
                      "profile": m["profile"], "val_dice": m["best_val_dice"],
-                     **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")}, "path": str(p.parent)})
+                     **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")},
+                     "pl_teacher": pl.get("teacher", float("nan")), "pl_refined": pl.get("refined", float("nan")),
+                     "path": str(p.parent)})
     return pd.DataFrame(rows)
 
 
@@ -54,7 +57,7 @@ def ablation_table(df, metric: str = "dice", scale: float = 100.0):
     return t.loc[idx]
 
 
-COMPARISON_ORDER = ("supervised", "baseline", "mean_teacher", "cps", "bcp", "dual_uncertainty",
+COMPARISON_ORDER = ("supervised", "baseline", "mean_teacher", "cps", "bcp", "dual_uncertainty", "dusss",
                     "appg_static_teacher", "+static", "dual_teacher")
 
 
@@ -118,11 +121,33 @@ def report_tables(df) -> dict:
             out[f"ratios_{m}"] = table(df, metric=m)
         if ablation_rows:
             out[f"ablation_{m}"] = ablation_table(df, metric=m)
+    if "pl_teacher" in df and df["pl_teacher"].notna().any():
+        out["pseudo_labels"] = pseudo_label_table(df)
     return out
+
+
+def pseudo_label_table(df):
+    """Runs that report the Dice of their pseudo-labels on the unlabeled pool (``dusss``: the final teacher's,
+    unrefined and text-refined; reporting only): one row per dataset, method and ratio, mean ± std over seeds
+    in %, and the refinement's change."""
+    import pandas as pd
+
+    g = df[df["pl_teacher"].notna()]
+    rows = []
+    for (ds, method, ratio), gm in g.groupby(["dataset", "method", "ratio"], sort=True):
+        rows.append({"dataset": ds, "method": method, "ratio": f"{ratio:g} %",
+                     "teacher (%)": _mean_std(gm["pl_teacher"], 100.0, 2),
+                     "text-refined (%)": _mean_std(gm["pl_refined"], 100.0, 2),
+                     "refined - teacher": _mean_std(gm["pl_refined"] - gm["pl_teacher"], 100.0, 2),
+                     "runs (seeds)": _runs(gm["seed"])})
+    return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
 
 
 def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
+    if name == "pseudo_labels":
+        return ("Dice of the pseudo-labels on the unlabeled pool (final teacher, unrefined vs text-refined; "
+                "reported, never used for training or selection), mean ± std over seeds")
     if name.startswith("compare_"):
         ds, r = name[len("compare_"):].rsplit("_", 1)
         return f"{ds}, {r} of train labeled: test metrics per method (mean ± std over seeds)"

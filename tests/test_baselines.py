@@ -287,15 +287,16 @@ def test_bcp_paper_optimizer_reaches_its_pretraining_stage():
     assert BCPPretrain(TINY, **spec.params).optimizer_recipe()["lr"] == 0.01
 
 
-def test_cps_joint_bn_switch_keeps_labeled_batch_norm_statistics_apart():
-    """joint_bn=False: each network sees the labeled and the unlabeled images in separate forward passes, so in
-    training mode the labeled outputs do not depend on the unlabeled batch (they do with the published joint
-    batch); the default leaves the method's options (its run identity) as they were."""
+def test_cps_default_keeps_labeled_batch_norm_statistics_apart():
+    """Default (the CPS authors' release): each network sees the labeled and the unlabeled images in separate
+    forward passes, so in training mode the labeled outputs do not depend on the unlabeled batch; with
+    joint_bn=True (variant cps-joint_bn) they do. The switch is part of the options (the run identity)."""
     torch.manual_seed(0)
-    joint = build_method("cps", TINY, rampup_steps=10)
-    assert "joint_bn" not in joint.opts
-    sep = build_method("cps", TINY, rampup_steps=10, joint_bn=False)
-    sep.load_state_dict(joint.state_dict())
+    sep = build_method("cps", TINY, rampup_steps=10)
+    assert sep.opts["joint_bn"] is False
+    joint = build_method("cps-joint_bn", TINY, rampup_steps=10)
+    assert joint.opts["joint_bn"] is True
+    joint.load_state_dict(sep.state_dict())
     g = torch.Generator().manual_seed(3)
     bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
     bu1, bu2 = ({"image": torch.rand(2, 1, 32, 32, generator=g) * s} for s in (0.2, 1.0))

@@ -56,6 +56,28 @@ def test_report_tables_show_each_table_once(tmp_path):
     assert report_tables(collect(tmp_path / "none")) == {}
 
 
+def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
+    """dusss runs write pseudo_label_dice; the report gains one table with teacher, refined and their
+    difference (mean ± std over seeds); dusss sits among the comparison rows before the dual-teacher rows."""
+    from busnb.results import collect, report_tables
+
+    _write(tmp_path, "supervised", 2.5, 0, 0.50)
+    assert "pseudo_labels" not in report_tables(collect(tmp_path))
+    for seed, (t, r) in enumerate([(0.60, 0.64), (0.62, 0.64)]):
+        _write(tmp_path, "dusss", 2.5, seed, 0.55)
+        f = tmp_path / f"dusss-busi-r2.5-s{seed}" / "metrics.json"
+        m = json.loads(f.read_text())
+        f.write_text(json.dumps({**m, "pseudo_label_dice": {"teacher": t, "refined": r, "n": 440}}))
+    _write(tmp_path, "dual_teacher", 2.5, 0, 0.60)
+    tabs = report_tables(collect(tmp_path))
+    pl = tabs["pseudo_labels"]
+    row = pl.loc[("busi", "dusss", "2.5 %")]
+    assert row["teacher (%)"] == "61.00 ± 1.41" and row["text-refined (%)"] == "64.00 ± 0.00"
+    assert row["refined - teacher"] == "3.00 ± 1.41" and row["runs (seeds)"] == "2 (seeds 0, 1)"
+    assert len(pl) == 1  # the runs without pseudo-label Dice are not rows
+    assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
+
+
 def test_write_results_and_summaries(tmp_path):
     import numpy as np
     import pandas as pd

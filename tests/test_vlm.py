@@ -1,5 +1,6 @@
 """DuSSS: loss terms on hand-made tensors, the VLM, texts (no val/test/unlabeled mask read), the pretraining stage,
 the tiny transformers path offline, and a dusss training step through the trainer on phantom data."""
+import math
 from functools import partial
 from pathlib import Path
 
@@ -82,6 +83,55 @@ def test_dcl_loss_terms_follow_the_switches():
     loss.backward()
     assert v.text_sigma.lin.weight.grad is not None and v.text_sigma.lin.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in v.momentum_copy.parameters())
+
+
+class _FixedVLM:
+    """Stand-in VLM: image embedding = the image's first pixels (one-hot rows), every sentence the same."""
+    T = 0.07
+
+    def encode_image(self, x, momentum=False):
+        g = x.flatten(1)[:, : len(x)]
+        return {"g": g, "local": g[:, :, None, None], "sigma": torch.full_like(g, 0.1)}
+
+    def encode_text(self, ids, mask, momentum=False):
+        g = torch.nn.functional.normalize(torch.ones(len(ids), len(ids)), dim=-1)
+        return {"g": g, "sigma": torch.full_like(g, 0.1)}
+
+
+def test_image_term_is_instance_discrimination_even_when_every_image_shares_its_sentence():
+    """Sharing a sentence must not make two images the same image: with one sentence for the whole batch,
+    image embeddings that tell every image apart (one-hot rows) score a low image-image loss, and collapsed
+    ones (all alike) score ln B. (With the text's targets, which call every image of the batch a positive,
+    the discriminative embeddings scored far worse than the collapsed ones.)"""
+    b = 6
+    ids = torch.ones(b, 5, dtype=torch.long)
+    x = torch.zeros(b, 1, 4, 4)
+    x.view(b, -1)[:, :b] = torch.eye(b)
+    _, sharp = L.dcl_loss(_FixedVLM(), x, x, ids, ids, ids, ids, global_local=False)
+    _, flat = L.dcl_loss(_FixedVLM(), torch.ones_like(x) / b ** 0.5, torch.ones_like(x) / b ** 0.5, ids, ids,
+                         ids, ids, global_local=False)
+    assert float(flat["ii"]) == pytest.approx(math.log(b), abs=1e-4)
+    assert float(sharp["ii"]) < 0.75 * math.log(b)
+
+
+def test_grounding_loss_prefers_lesion_phrases_on_the_lesion():
+    """Patches inside the mask that point at the lesion phrases and outside at the background phrase score a
+    lower grounding loss than the swapped layout; the loss reaches the lesion phrases' embeddings."""
+    les = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0]]), dim=-1)
+    bg = torch.tensor([0.0, 0.0, 1.0])
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    inside = mask[0, 0].bool()
+    good = torch.where(inside, les[0].view(3, 1, 1), bg.view(3, 1, 1))[None]
+    bad = torch.where(inside, bg.view(3, 1, 1), les[0].view(3, 1, 1))[None]
+    les_p = les.clone().requires_grad_(True)
+    lg = L.grounding_loss(good, les_p, bg, mask)
+    assert float(lg.detach()) < 0.05 < float(L.grounding_loss(bad, les, bg, mask))
+    lg.backward()
+    assert les_p.grad.abs().sum() > 0
+    # a coarser patch grid than the mask: the target is the lesion fraction of each patch
+    coarse = torch.nn.functional.avg_pool2d(good, 2)
+    assert float(L.grounding_loss(torch.nn.functional.normalize(coarse, dim=1), les, bg, mask)) < 0.05
 
 
 def test_momentum_update():
@@ -184,7 +234,8 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     from busnb.methods import GROUPS, build_method
     from busnb.train import TrainConfig, Trainer
 
-    assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_text_refine")
+    assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
+                                       "dusss-no_text_refine")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
@@ -225,3 +276,22 @@ def test_vlm_pretrain_command_rejects_unknown_settings(capsys):
     assert main(["vlm-pretrain", "--profile", "smoke", "--vlm-set", "epoch=3"]) == 2
     err = capsys.readouterr().err
     assert "unknown vlm_pretrain setting" in err and "epochs" in err
+
+
+def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one_thread):
+    """A dusss run writes the Dice of its final teacher's pseudo-labels on the unlabeled pool, unrefined and
+    text-refined, into metrics.json (reporting only); the VLM stage it trained records the grounding term and a
+    calibration fitted on the labeled images only."""
+    from busnb.config import get_profile
+    from busnb.experiment import prepare, run_experiment
+
+    prof = get_profile("smoke", epochs=1, steps_per_epoch=2)
+    parts = prepare(prof, progress=False)
+    r = run_experiment(prof, "dusss", out_dir=tmp_path / "dusss", progress=False, parts=parts,
+                       method_kwargs={"vlm_epochs": 1})
+    d = r["pseudo_label_dice"]
+    assert d["n"] == len(parts["unlabeled"]) > 0
+    assert 0 <= d["teacher"] <= 1 and 0 <= d["refined"] <= 1
+    st = r["stages"][0]
+    assert st["kind"] == "vlm_pretrain" and "ground" in st["final"]
+    assert st["calibration"]["n_images"] == len(parts["labeled"])

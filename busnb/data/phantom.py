@@ -50,9 +50,20 @@ def config_key(cfg) -> str:
     return hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _smooth_noise(rng, h, w, sigma):
-    n = ndimage.gaussian_filter(rng.standard_normal((h, w)), sigma)
+def smooth_noise(rng, shape, sigma):
+    """Gaussian-smoothed standard normal noise of any ``shape`` (2D images, 3D volumes), scaled to unit sd."""
+    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return n / (n.std() + 1e-8)
+
+
+def log_compress(env: np.ndarray, rng, depth: np.ndarray, attenuation=(0.8, 1.6)) -> np.ndarray:
+    """Envelope ``env`` -> uint8 B-mode: imperfectly compensated depth attenuation exp(-a depth), a drawn from
+    ``attenuation`` (``depth`` in [0, 1), broadcastable to ``env``), then log compression into a dynamic range
+    of 40-50 dB drawn per image. Shared by the 2D and the 3D phantom."""
+    env = env * np.exp(-rng.uniform(*attenuation) * depth)
+    db = 20 * np.log10(env / np.percentile(env, 99.5) + 1e-6)
+    dyn = rng.uniform(40, 50)
+    return np.clip((db + dyn) / dyn * 255, 0, 255).astype(np.uint8)
 
 
 def lesion_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float, rng) -> np.ndarray:
@@ -96,10 +107,10 @@ def _tissue(rng, h, w):
     gland = fat + rng.uniform(0.4, 0.5) * h + wave(0.04 * h, rng.uniform(0.4, 0.9) * w)
     yy = np.arange(h)[:, None].astype(np.float64)
     amp = np.empty((h, w))
-    amp[:] = 0.55 + 0.12 * _smooth_noise(rng, h, w, 0.06 * h)  # gland
-    fat_amp = 0.22 + 0.04 * _smooth_noise(rng, h, w, 0.05 * h)
+    amp[:] = 0.55 + 0.12 * smooth_noise(rng, (h, w), 0.06 * h)  # gland
+    fat_amp = 0.22 + 0.04 * smooth_noise(rng, (h, w), 0.05 * h)
     amp = np.where(yy < fat, fat_amp, amp)
-    muscle = 0.4 + 0.12 * np.sin(2 * np.pi * yy / rng.uniform(5, 9) + 0.3 * _smooth_noise(rng, h, w, 6))
+    muscle = 0.4 + 0.12 * np.sin(2 * np.pi * yy / rng.uniform(5, 9) + 0.3 * smooth_noise(rng, (h, w), 6))
     amp = np.where(yy >= gland, muscle, amp)
     amp = np.where(yy < skin, 1.0, amp)
     # Cooper's ligaments: thin bright curves through fat
@@ -116,11 +127,7 @@ def _image(rng, amp, size):
     ky, kx = np.mgrid[-6:7, -4:5].astype(np.float64)
     psf = np.exp(-(kx / 1.6) ** 2 - (ky / 1.3) ** 2) * np.cos(2 * np.pi * ky / 3.2)
     env = np.abs(signal.fftconvolve(field, psf, mode="same"))
-    depth = np.arange(h)[:, None] / h
-    env *= np.exp(-rng.uniform(0.8, 1.6) * depth)  # imperfectly compensated attenuation
-    db = 20 * np.log10(env / np.percentile(env, 99.5) + 1e-6)
-    dyn = rng.uniform(40, 50)
-    return np.clip((db + dyn) / dyn * 255, 0, 255).astype(np.uint8)
+    return log_compress(env, rng, np.arange(h)[:, None] / h)
 
 
 def _marks(rng, img: Image.Image, lesions, size):
@@ -165,7 +172,7 @@ def render_phantom(cfg: PhantomConfig, index: int) -> tuple[np.ndarray, np.ndarr
         fade = np.exp(-np.clip(np.arange(s)[:, None] - ys.max(), 0, None) / (0.35 * s))
         gain = {"enhancement": 0.7, "shadowing": -0.65, "none": 0.0}[posterior]
         amp = amp * (1 + gain * below * fade)
-        inner = rng.uniform(0.05, 0.11) * (1 + 0.3 * _smooth_noise(rng, s, s, 3))
+        inner = rng.uniform(0.05, 0.11) * (1 + 0.3 * smooth_noise(rng, (s, s), 3))
         amp = np.where(m, np.clip(inner, 0.01, None), amp)
         union |= m
         lesions.append({"shape": str(shape), "posterior": posterior,

@@ -71,6 +71,12 @@ class Method(nn.Module):
         """The network that is validated, selected and tested."""
         return self.student
 
+    def report(self, unlabeled) -> dict:
+        """After training: method-specific quantities for ``metrics.json`` (e.g. the quality of the pseudo-labels
+        on the unlabeled pool ``unlabeled``, a :class:`busnb.data.tensors.SegArrays`). **Reporting only**:
+        nothing is fitted or selected on it. None by default."""
+        return {}
+
     # -- stages ----------------------------------------------------------------
     def stages(self) -> list:
         """Stages this method needs before its loop (``busnb.stages.StageSpec``); none by default."""

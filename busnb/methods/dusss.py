@@ -20,8 +20,13 @@ label unchanged; where the teacher is unsure (p_T ~ 0.5) the map decides; a conf
 by a confident map.
 
 Switches: ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity Supervision,
-passed to the stage) and ``text_refine`` (off: y_r = p_T, no VLM and no stage: a mean teacher with a BCE +
-Dice consistency). Ablation rows ``dusss-no_dcl``, ``dusss-no_sss``, ``dusss-no_text_refine``.
+passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train masks,
+:func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r = p_T,
+no VLM and no stage: a mean teacher with a BCE + Dice consistency). Ablation rows ``dusss-no_dcl``,
+``dusss-no_sss``, ``dusss-no_grounding``, ``dusss-no_text_refine``.
+
+After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
+pool scored against that pool's masks, unrefined and refined (:func:`pseudo_label_dice`; reporting only).
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ class DuSSS(Method):
     needs_unlabeled = True
     frozen = ("vlm",)
 
-    def __init__(self, make_net, dcl: bool = True, sss: bool = True, text_refine: bool = True,
+    def __init__(self, make_net, dcl: bool = True, sss: bool = True, text_refine: bool = True, grounding: bool = True,
                  lambda_u: float = 1.0, ema_decay: float = 0.99, rampup_steps: int = 1000, noise: float = 0.05,
                  refine_weight: float = 1.0, text: str = "scratch", vlm_epochs: int | None = None,
                  phrases: tuple | list | None = None):
@@ -56,7 +61,7 @@ class DuSSS(Method):
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(dcl=dcl, sss=sss, text_refine=text_refine, lambda_u=lambda_u, ema_decay=ema_decay,
                          rampup_steps=rampup_steps, noise=noise, refine_weight=refine_weight, text=text,
-                         vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES))
+                         vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES), grounding=grounding)
         self.vlm = None
         if text_refine:
             from ..vlm.model import VLM
@@ -68,7 +73,8 @@ class DuSSS(Method):
         from ..vlm.pretrain import stage_params
 
         o = self.opts
-        return stage_params(dcl=o["dcl"], sss=o["sss"], text=o["text"], epochs=o["vlm_epochs"])
+        return stage_params(dcl=o["dcl"], sss=o["sss"], text=o["text"], epochs=o["vlm_epochs"],
+                            grounding=o["grounding"])
 
     def stages(self):
         if not self.opts["text_refine"]:
@@ -118,10 +124,21 @@ class DuSSS(Method):
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.opts["ema_decay"], step)
 
+    def report(self, unlabeled) -> dict:
+        """Dice of the final teacher's pseudo-labels on the unlabeled pool, unrefined and text-refined
+        (:func:`pseudo_label_dice`; with ``text_refine`` off only the teacher's)."""
+        if unlabeled is None or len(unlabeled) == 0:
+            return {}
+        if self.vlm is None:
+            return {"pseudo_label_dice": {"teacher": pseudo_label_dice(self, unlabeled)["teacher"],
+                                          "n": len(unlabeled)}}
+        return {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
+
 
 ABLATION_DUSSS = {
     "dusss-no_dcl": ("dusss", {"dcl": False}),
     "dusss-no_sss": ("dusss", {"sss": False}),
+    "dusss-no_grounding": ("dusss", {"grounding": False}),
     "dusss-no_text_refine": ("dusss", {"text_refine": False}),
 }
 

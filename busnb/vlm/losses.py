@@ -85,9 +85,10 @@ def image_text_loss(img_g, txt_g_m, txt_g, img_g_m, temperature=0.07, targets=No
                   + symmetric_infonce(txt_g, img_g_m, temperature, targets))
 
 
-def image_image_loss(img_g, img_g_m_other_view, temperature=0.07, targets=None) -> torch.Tensor:
-    """DCL intra-modal term, images: view 1 (online) vs view 2 (momentum encoder), symmetric InfoNCE."""
-    return symmetric_infonce(img_g, img_g_m_other_view, temperature, targets)
+def image_image_loss(img_g, img_g_other_view, temperature=0.07, targets=None) -> torch.Tensor:
+    """DCL intra-modal term, images: view 1 vs view 2 of the same images, symmetric InfoNCE (:func:`dcl_loss`
+    passes both views through the online encoder)."""
+    return symmetric_infonce(img_g, img_g_other_view, temperature, targets)
 
 
 def text_text_loss(txt_g, txt_g_m_other, temperature=0.07, targets=None) -> torch.Tensor:
@@ -119,6 +120,20 @@ def gaussian_contrastive(img_mu, img_sigma, txt_mu, txt_sigma, tau: float = 0.1)
     return 0.5 * (soft_infonce(logits) + soft_infonce(logits.t()))
 
 
+def grounding_loss(local: torch.Tensor, lesion_g: torch.Tensor, background_g: torch.Tensor, mask: torch.Tensor,
+                   temperature: float = 0.07) -> torch.Tensor:
+    """Dense phrase grounding on **labeled train** images (an addition to DuSSS, whose image-report pairs carry
+    per-image findings; BUSI's texts say little more than the class, so nothing else tells the local features
+    where a lesion phrase applies). Each lesion phrase k (K,D) competes with the background phrase (D,) at
+    every patch of ``local`` (B,D,h,w, L2-normalised): z_kp = (<t_k, v_p> - <t_bg, v_p>) / T, and
+    BCE(z_kp, m_p) with m the mask (B,1,H,W) area-averaged to the patch grid, averaged over phrases and patches.
+    This is what makes :meth:`busnb.vlm.model.VLM.activation` (cosine to the lesion phrases) a lesion map."""
+    m = F.adaptive_avg_pool2d(mask.float(), local.shape[-2:])          # (B,1,h,w) fraction of lesion per patch
+    z = (torch.einsum("bdhw,kd->bkhw", local, lesion_g)
+         - torch.einsum("bdhw,d->bhw", local, background_g)[:, None]) / temperature
+    return F.binary_cross_entropy_with_logits(z, m.expand_as(z))
+
+
 def same_sentence(ids: torch.Tensor) -> torch.Tensor:
     """(B,B) bool: token ids of row i and j identical."""
     return (ids[:, None, :] == ids[None, :, :]).all(-1)
@@ -127,7 +142,8 @@ def same_sentence(ids: torch.Tensor) -> torch.Tensor:
 def dcl_loss(vlm, view1, view2, ids1, mask1, ids2, mask2, dcl: bool = True, sss: bool = True,
              sss_tau: float = 0.1, global_local: bool = True, sss_alpha: float = 0.5) -> tuple[torch.Tensor, dict]:
     """One pretraining step's loss. Online encoders see view 1 and sentence 1, momentum encoders view 2 and
-    sentence 2 of the same images. ``dcl``: the dual (intra-modal) terms image-image and text-text beside
+    sentence 2 of the same images (the image-image term: view 2 also online). ``dcl``: the dual (intra-modal)
+    terms image-image and text-text beside
     the cross-modal image-text / text-image terms; off: the cross-modal terms only (CLIP-style).
     ``global_local`` (kept on in every ablation: the activation maps need text-aligned local features).
     ``sss``: SSS targets from the momentum text Gaussians of sentence 2, plus :func:`gaussian_contrastive`;
@@ -135,13 +151,21 @@ def dcl_loss(vlm, view1, view2, ids1, mask1, ids2, mask2, dcl: bool = True, sss:
     T = vlm.T
     im = vlm.encode_image(view1)
     tx = vlm.encode_text(ids1, mask1)
+    im2 = vlm.encode_image(view2) if dcl else None
     with torch.no_grad():
         im_m = vlm.encode_image(view2, momentum=True)
         tx_m = vlm.encode_text(ids2, mask2, momentum=True)
     q = sss_targets(tx_m["g"], tx_m["sigma"], sss_tau, same_sentence(ids2), sss_alpha) if sss else None
     terms = {"it": image_text_loss(im["g"], tx_m["g"], tx["g"], im_m["g"], T, q)}
     if dcl:
-        terms["ii"] = image_image_loss(im["g"], im_m["g"], T, q)
+        # the image matrix is supervised by the images' own Gaussians: view i's positive is the other view of
+        # the same image (S = identity); sharing a sentence does not make two images the same image. Both views
+        # go through the online encoder (SimCLR-style): against the momentum encoder alone, whose keys of a
+        # from-scratch ResNet are nearly identical for every image (cosine 0.995 at init) and move slowly at
+        # m = 0.995 over the few hundred steps of a small pool, the term learned too slowly to stop the
+        # cross-modal terms' near-uniform targets from collapsing every embedding (all losses at ln B).
+        q_ii = sss_targets(im_m["g"], im_m["sigma"], sss_tau, None, sss_alpha) if sss else None
+        terms["ii"] = image_image_loss(im["g"], im2["g"], T, q_ii)
         terms["tt"] = text_text_loss(tx["g"], tx_m["g"], T, q)
     if global_local:
         terms["gl"] = global_local_loss(im["local"], tx["g"], T, targets=q)

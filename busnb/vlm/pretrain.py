@@ -3,9 +3,11 @@
 Run as the ``vlm_pretrain`` stage (``busnb.stages``: cached by its inputs, resumable, own RNG stream) by the
 ``dusss`` method, or alone with ``busnb vlm-pretrain --profile P --ratio R --seed S`` (the same stage, the
 same cache). What it reads: images of the labeled and unlabeled train pool; the texts of
-:mod:`busnb.vlm.texts` (class + phrase bank for every pool image, mask facts for labeled images); after
-training, the **labeled** masks once more to calibrate the activation map (:func:`calibrate`). Validation
-and test images are not read (there is no selection: the last epoch is the result).
+:mod:`busnb.vlm.texts` (class + phrase bank for every pool image, mask facts for labeled images); the
+**labeled** masks for the grounding term (``grounding``: each step also grounds the lesion phrases on
+``grounding_batch`` labeled images, :func:`busnb.vlm.losses.grounding_loss`) and, after training, to calibrate
+the activation map (:func:`calibrate`). Validation and test images are not read, nor the unlabeled pool's
+masks (there is no selection: the last epoch is the result).
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import torch_save, write_json
-from .losses import dcl_loss
+from .losses import dcl_loss, grounding_loss
 from .model import VLM
-from .texts import LESION_PHRASES, pool_texts
+from .texts import BACKGROUND_PHRASE, LESION_PHRASES, pool_texts
 
 DEFAULTS = dict(encoder="resnet18", text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
-                temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3)
+                temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3,
+                grounding=True, grounding_batch=4)
 
 
 def stage_params(**kw) -> dict:
@@ -61,6 +64,28 @@ def random_view(x: torch.Tensor) -> torch.Tensor:
                       padding_mode="border")
     g = torch.exp(torch.empty(b, 1, 1, 1, device=dev).uniform_(math.log(0.7), math.log(1.4)))
     return (v.clamp(0, 1) ** g + 0.02 * torch.randn_like(v)).clamp(0, 1)
+
+
+def labeled_arrays(samples, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N,1,S,S) and {0,1} masks (N,1,S,S) of the **labeled** train samples, resized like the
+    trainer's."""
+    from ..data.io import load_pair
+    from ..data.tensors import resize_pair
+
+    ims, ms = [], []
+    for s in samples:
+        im, m = resize_pair(*load_pair(s), size)
+        ims.append(torch.from_numpy(im.copy())[None])
+        ms.append(torch.from_numpy(np.asarray(m).copy())[None])
+    if not ims:
+        return torch.empty(0, 1, size, size, dtype=torch.uint8), torch.empty(0, 1, size, size, dtype=torch.uint8)
+    return torch.stack(ims), torch.stack(ms)
+
+
+def flip_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random horizontal flip of each image and its mask (B,1,H,W)."""
+    f = torch.rand(len(x), device=x.device) < 0.5
+    return torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x), torch.where(f.view(-1, 1, 1, 1), y.flip(-1), y)
 
 
 class TextTable:
@@ -138,8 +163,6 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     ``last.pt``. Returns the stage info (losses per epoch, calibration)."""
     from tqdm.auto import tqdm
 
-    from ..data.io import load_pair
-    from ..data.tensors import resize_pair
     from ..models import pick_device
     from ..train import resume_loop_state, save_loop_state
 
@@ -155,9 +178,17 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     texts = pool_texts(parts["labeled"], parts["unlabeled"])
     write_json(out / "texts.json", {s.id: texts[s.id] for s in pool})
     images = load_images(pool, size, progress).to(dev)
+    # labeled train images and masks: the grounding term and, after training, the calibration (never val / test
+    # / unlabeled masks)
+    lab_img, lab_mask = labeled_arrays(parts["labeled"], size)
     vlm = VLM.from_params(p).to(dev)
     table = TextTable(vlm, texts, [s.id for s in pool])
     t_ids, t_mask = table.ids.to(dev), table.mask.to(dev)
+    ground = bool(p["grounding"]) and len(lab_img) > 0
+    if ground:
+        g_tok = vlm.text.tokenize([*LESION_PHRASES, BACKGROUND_PHRASE])
+        g_ids, g_mask = g_tok["input_ids"].to(dev), g_tok["attention_mask"].to(dev)
+        lab_x, lab_y = lab_img.to(dev).float() / 255.0, lab_mask.to(dev)
     opt = torch.optim.AdamW(vlm.trainable(), lr=p["lr"], weight_decay=1e-4)
     batch = min(p["batch"], len(pool))
     steps = max(1, len(pool) // batch)
@@ -177,6 +208,13 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
             s1, s2 = s1.to(dev), s2.to(dev)
             loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
                                   dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
+            if ground:
+                j = torch.randint(len(lab_x), (p["grounding_batch"],)).to(dev)
+                xl, yl = flip_pair(lab_x[j], lab_y[j])
+                tg = vlm.encode_text(g_ids, g_mask)["g"]
+                logs["ground"] = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
+                loss = loss + logs["ground"]
+                logs["ground"] = logs["ground"].detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -189,12 +227,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
         save_loop_state(last, ep + 1, history, vlm=vlm, opt=opt, sched=sched)
         write_json(out / "history.json", history)
     # calibration of the activation map on labeled train masks (never val / test / unlabeled)
-    lab_img, lab_mask = [], []
-    for s in parts["labeled"]:
-        im, m = resize_pair(*load_pair(s), size)
-        lab_img.append(torch.from_numpy(im.copy())[None])
-        lab_mask.append(torch.from_numpy(np.asarray(m).copy())[None])
-    cal = calibrate(vlm, torch.stack(lab_img), torch.stack(lab_mask), steps=100)
+    cal = calibrate(vlm, lab_img, lab_mask, steps=100)
     torch_save({"net": {k: v.detach().cpu() for k, v in vlm.state_dict().items()}, "params": p}, out / "best.pt")
     return {"epochs": epochs, "params": p, "first": history[0] if history else None,
             "final": history[-1] if history else None, "calibration": cal, "n_images": len(pool),

@@ -43,6 +43,8 @@ COLS = ("left", "central", "right")
 
 # phrases of one target (the lesion), lexically different; used for the activation maps and refinement
 LESION_PHRASES = ("a dark oval lesion", "a hypoechoic breast mass", "a breast tumor", "a dark round nodule")
+# what the lesion phrases compete with at every patch in the grounding term (busnb.vlm.losses.grounding_loss)
+BACKGROUND_PHRASE = "no visible lesion"
 
 _CLASS_WORDS = {"benign": ("benign",), "malignant": ("malignant",)}
 _TEMPLATE_WORDS = ("a an the in of with and is breast ultrasound image lesion mass tumor nodule dark hypoechoic "

@@ -1,6 +1,6 @@
 """Procedural 3D ultrasound-like phantom: speckled volumes holding ellipsoid or lobulated hypoechoic lesions.
 
-The 3D counterpart of ``busnb.data.phantom``: layered tissue along the depth axis (axis 1, H; skin, fat,
+The 3D counterpart of ``busnb.data.phantom`` (whose noise and log compression it shares): layered tissue along the depth axis (axis 1, H; skin, fat,
 gland, muscle) with smooth texture; one lesion (sometimes two) of shape ``ellipsoid`` or ``lobulated`` (an
 ellipsoid whose radius is modulated by a few spherical-harmonic-like lobes), hypoechoic, with posterior
 enhancement or shadowing below it; multiplicative speckle (complex Gaussian scatterers scaled by the amplitude,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..data.phantom import config_key
+from ..data.phantom import config_key, log_compress, smooth_noise
 
 SHAPES_3D = ("ellipsoid", "lobulated")
 
@@ -53,11 +53,6 @@ def lesion_mask_3d(shape: str, size: int, centre, radii, rng) -> np.ndarray:
     return rho <= bound
 
 
-def _smooth(rng, shape, sigma):
-    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return n / (n.std() + 1e-8)
-
-
 def render_volume(cfg: Phantom3DConfig, index: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Volume (uint8, (D, H, W)), union lesion mask (bool) and per-lesion records of volume ``index``."""
     rng = np.random.default_rng([cfg.seed, index, 3])
@@ -65,10 +60,10 @@ def render_volume(cfg: Phantom3DConfig, index: int) -> tuple[np.ndarray, np.ndar
     shp = (s, s, s)
     y = np.arange(s, dtype=np.float64)[None, :, None]
     skin = 0.05 * s
-    fat = skin + rng.uniform(0.12, 0.2) * s + 0.03 * s * _smooth(rng, (s, 1, s), 0.3 * s)
-    gland = fat + rng.uniform(0.45, 0.55) * s + 0.04 * s * _smooth(rng, (s, 1, s), 0.3 * s)
-    amp = 0.55 + 0.12 * _smooth(rng, shp, 0.06 * s)
-    amp = np.where(y < fat, 0.22 + 0.04 * _smooth(rng, shp, 0.05 * s), amp)
+    fat = skin + rng.uniform(0.12, 0.2) * s + 0.03 * s * smooth_noise(rng, (s, 1, s), 0.3 * s)
+    gland = fat + rng.uniform(0.45, 0.55) * s + 0.04 * s * smooth_noise(rng, (s, 1, s), 0.3 * s)
+    amp = 0.55 + 0.12 * smooth_noise(rng, shp, 0.06 * s)
+    amp = np.where(y < fat, 0.22 + 0.04 * smooth_noise(rng, shp, 0.05 * s), amp)
     amp = np.where(y >= gland, 0.4 + 0.1 * np.sin(2 * np.pi * y / rng.uniform(5, 9)), amp)
     amp = np.where(y < skin, 1.0, amp)
     n_les = 2 if rng.random() < cfg.p_second_lesion else 1
@@ -90,7 +85,7 @@ def render_volume(cfg: Phantom3DConfig, index: int) -> tuple[np.ndarray, np.ndar
         below = (y > ys.max()) & cols
         fade = np.exp(-np.clip(y - ys.max(), 0, None) / (0.35 * s))
         amp = amp * (1 + {"enhancement": 0.6, "shadowing": -0.6}[posterior] * below * fade)
-        inner = rng.uniform(0.05, 0.11) * (1 + 0.3 * _smooth(rng, shp, 2))
+        inner = rng.uniform(0.05, 0.11) * (1 + 0.3 * smooth_noise(rng, shp, 2))
         amp = np.where(m, np.clip(inner, 0.01, None), amp)
         union |= m
         lesions.append({"shape": shape, "posterior": posterior, "voxels": int(m.sum()),
@@ -103,11 +98,7 @@ def render_volume(cfg: Phantom3DConfig, index: int) -> tuple[np.ndarray, np.ndar
     carrier = np.exp(-(k / 1.3) ** 2) * np.cos(2 * np.pi * k / 3.2)
     env = ndimage.convolve1d(field.real, carrier, axis=1) + 1j * ndimage.convolve1d(field.imag, carrier, axis=1)
     env = ndimage.gaussian_filter(env.real, (1.4, 0, 1.6)) + 1j * ndimage.gaussian_filter(env.imag, (1.4, 0, 1.6))
-    env = np.abs(env) * np.exp(-rng.uniform(0.8, 1.4) * y / s)
-    db = 20 * np.log10(env / np.percentile(env, 99.5) + 1e-6)
-    dyn = rng.uniform(40, 50)
-    vol = np.clip((db + dyn) / dyn * 255, 0, 255).astype(np.uint8)
-    return vol, union, lesions
+    return log_compress(np.abs(env), rng, y / s, attenuation=(0.8, 1.4)), union, lesions
 
 
 def make_phantom3d(cfg: Phantom3DConfig = Phantom3DConfig(), progress: bool = False):
