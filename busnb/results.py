@@ -143,6 +143,26 @@ def pseudo_label_table(df):
     return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
 
 
+def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):
+    """One row per sub-folder of ``root`` (its name is the row label), test metrics as 'mean ± std' over the
+    ``metrics.json`` files below it (any depth; e.g. one per seed), plus ``runs (seeds)``. For runs that the
+    variant name alone does not tell apart (``--method-arg`` settings, runs of older defaults): the folder says
+    what the row is. ``python -m busnb.results --by-folder DIR`` prints it."""
+    import pandas as pd
+
+    rows = []
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        df = collect(sub)
+        if df.empty:
+            continue
+        row = {"row": sub.name}
+        for m, scale, digits in metrics:
+            row[COLUMN_NAMES.get(m, m)] = _mean_std(df[m], scale, digits)
+        row["runs (seeds)"] = _runs(df["seed"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
+
+
 def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
     if name == "pseudo_labels":
@@ -242,4 +262,9 @@ def markdown_summary(run_dir) -> str:
 if __name__ == "__main__":
     import sys
 
-    print(markdown_summary(sys.argv[1] if len(sys.argv) > 1 else "results"))
+    args = sys.argv[1:]
+    if args[:1] == ["--by-folder"]:
+        t = folder_table(args[1] if len(args) > 1 else "results")
+        print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
+    else:
+        print(markdown_summary(args[0] if args else "results"))

@@ -78,6 +78,27 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
 
 
+def test_folder_table_one_row_per_folder(tmp_path):
+    """Runs of one variant name with different settings are told apart by their folder: one row per
+    sub-folder, mean ± std over the seeds below it; folders without runs are left out."""
+    import subprocess
+    import sys
+
+    from busnb.results import folder_table
+
+    _write(tmp_path / "cps-joint", "cps", 2.5, 0, 0.30)
+    _write(tmp_path / "cps-joint", "cps", 2.5, 1, 0.40)
+    _write(tmp_path / "cps-separate", "cps", 2.5, 0, 0.50)
+    (tmp_path / "empty").mkdir()
+    t = folder_table(tmp_path)
+    assert list(t.index) == ["cps-joint", "cps-separate"]
+    assert t.loc["cps-joint", "Dice (%)"] == "35.00 ± 7.07" and t.loc["cps-joint", "runs (seeds)"] == "2 (seeds 0, 1)"
+    assert t.loc["cps-separate", "Dice (%)"] == "50.00"
+    out = subprocess.run([sys.executable, "-m", "busnb.results", "--by-folder", str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "cps-separate" in out and "35.00 ± 7.07" in out
+
+
 def test_write_results_and_summaries(tmp_path):
     import numpy as np
     import pandas as pd
