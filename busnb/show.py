@@ -33,13 +33,13 @@ def show_mask(mask, ax=None, color=(1.0, 0.2, 0.2), alpha: float = 0.35, outline
     return ax
 
 
-def show_box(box, ax=None, color="yellow", label: str | None = None):
+def show_box(box, ax=None, color="yellow", label: str | None = None, linewidth: float = 1.2):
     """Draw an (x0, y0, x1, y1) pixel box."""
     import matplotlib.patches as patches
 
     ax = _ax(ax)
     x0, y0, x1, y1 = box
-    ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.2))
+    ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=linewidth))
     if label:
         ax.text(x0, y0 - 2, label, color=color, fontsize=7, va="bottom")
     return ax

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .data import load_pair
 from .prompts import PROMPT_FAMILIES
-from .show import show_image, show_mask
+from .show import show_box, show_image, show_mask
 
 # one colour per box rank (1st, 2nd, ...): distinct on a grey ultrasound image
 BOX_COLORS = ("yellow", "cyan", "magenta", "orange", "white")
@@ -15,8 +15,6 @@ def draw_detections(ax, detections, masks=None, colors=BOX_COLORS, fontsize: flo
     Each box gets only its rank number, on a dark tag just inside its top-left corner; the phrase and score of
     every box are listed once, top left of the axes, in the box's colour. Boxes that share a corner therefore
     never print their phrases on top of each other."""
-    import matplotlib.patches as patches
-
     masks = masks or [None] * len(detections)
     tag = dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.65, edgecolor="none")
     lines = []
@@ -24,9 +22,8 @@ def draw_detections(ax, detections, masks=None, colors=BOX_COLORS, fontsize: flo
         color = colors[k % len(colors)]
         if m is not None:
             show_mask(m[0] if isinstance(m, tuple) else m, ax, color=(1.0, 0.2, 0.2), alpha=0.3, outline=False)
-        x0, y0, x1, y1 = d.box
-        ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.4))
-        ax.text(x0 + 1, y0 + 1, str(k + 1), color=color, fontsize=fontsize, va="top", ha="left", bbox=tag)
+        show_box(d.box, ax, color=color, linewidth=1.4)
+        ax.text(d.box[0] + 1, d.box[1] + 1, str(k + 1), color=color, fontsize=fontsize, va="top", ha="left", bbox=tag)
         lines.append((f"{k + 1}  {d.phrase}  {d.score:.2f}", color))
     for i, (text, color) in enumerate(lines):
         ax.text(0.01, 0.99 - 0.075 * i, text, transform=ax.transAxes, color=color, fontsize=fontsize,

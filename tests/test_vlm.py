@@ -134,6 +134,15 @@ def test_grounding_loss_prefers_lesion_phrases_on_the_lesion():
     assert float(L.grounding_loss(torch.nn.functional.normalize(coarse, dim=1), les, bg, mask)) < 0.05
 
 
+def test_describe_calibration_says_when_the_map_is_uninformative():
+    from busnb.vlm.pretrain import describe_calibration
+
+    weak = describe_calibration({"logloss_map": 0.225, "logloss_prior": 0.227})
+    strong = describe_calibration({"logloss_map": 0.244, "logloss_prior": 0.382})
+    assert "1% better" in weak and "no information" in weak
+    assert "36% better" in strong and "no information" not in strong
+
+
 def test_momentum_update():
     a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
     before = a.weight.detach().clone()

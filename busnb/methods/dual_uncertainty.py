@@ -216,9 +216,8 @@ class DualUncertainty(Method):
                          cosine=cosine, percentile=percentile, kl_temperature=kl_temperature, lambda_u=lambda_u,
                          lambda_c=lambda_c, lambda_cos=lambda_cos, temperature=temperature,
                          rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, pseudo_target=pseudo_target,
-                         second_arch=second_arch, optimizer=optimizer, unsup_rampup=unsup_rampup)
-        if not joint_bn:  # only when set, so runs of the published setting keep their identity
-            self.opts["joint_bn"] = False
+                         second_arch=second_arch, optimizer=optimizer, unsup_rampup=unsup_rampup,
+                         joint_bn=bool(joint_bn))
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], DUAL_SGD, "dual_uncertainty")
@@ -230,7 +229,7 @@ class DualUncertainty(Method):
         o = self.opts
         x = torch.cat([batch_l["image"], batch_u["image"]])
         n = len(batch_l["image"])
-        (la, fa), (lb, fb) = (forward_joint(net, x, n, o.get("joint_bn", True), return_features=True)
+        (la, fa), (lb, fb) = (forward_joint(net, x, n, o["joint_bn"], return_features=True)
                               for net in (self.student, self.second))
         ls = bce_dice(la[:n], batch_l["mask"]) + bce_dice(lb[:n], batch_l["mask"])
         ua, ub = la[n:], lb[n:]

@@ -127,12 +127,10 @@ class DuSSS(Method):
     def report(self, unlabeled) -> dict:
         """Dice of the final teacher's pseudo-labels on the unlabeled pool, unrefined and text-refined
         (:func:`pseudo_label_dice`; with ``text_refine`` off only the teacher's)."""
-        if unlabeled is None or len(unlabeled) == 0:
-            return {}
-        if self.vlm is None:
-            return {"pseudo_label_dice": {"teacher": pseudo_label_dice(self, unlabeled)["teacher"],
-                                          "n": len(unlabeled)}}
-        return {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
+        d = pseudo_label_dice(self, unlabeled)
+        if self.vlm is None:  # nothing refines the labels: "refined" would repeat "teacher"
+            d.pop("refined")
+        return {"pseudo_label_dice": d}
 
 
 ABLATION_DUSSS = {

@@ -15,7 +15,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,22 +63,6 @@ def random_view(x: torch.Tensor) -> torch.Tensor:
                       padding_mode="border")
     g = torch.exp(torch.empty(b, 1, 1, 1, device=dev).uniform_(math.log(0.7), math.log(1.4)))
     return (v.clamp(0, 1) ** g + 0.02 * torch.randn_like(v)).clamp(0, 1)
-
-
-def labeled_arrays(samples, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N,1,S,S) and {0,1} masks (N,1,S,S) of the **labeled** train samples, resized like the
-    trainer's."""
-    from ..data.io import load_pair
-    from ..data.tensors import resize_pair
-
-    ims, ms = [], []
-    for s in samples:
-        im, m = resize_pair(*load_pair(s), size)
-        ims.append(torch.from_numpy(im.copy())[None])
-        ms.append(torch.from_numpy(np.asarray(m).copy())[None])
-    if not ims:
-        return torch.empty(0, 1, size, size, dtype=torch.uint8), torch.empty(0, 1, size, size, dtype=torch.uint8)
-    return torch.stack(ims), torch.stack(ms)
 
 
 def flip_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,12 +140,25 @@ def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESIO
     return {"a": a, "b": b, "pi": pi, "logloss_prior": prior_loss, "logloss_map": fit_loss, "n_images": len(images)}
 
 
+def describe_calibration(cal: dict, informative: float = 0.1) -> str:
+    """One line for a :func:`calibrate` result: how much better the calibrated text map explains the labeled
+    masks than their base rate does (relative log-loss gain), and, below ``informative``, that the map carries
+    (almost) no information, so the refinement leaves the teacher's labels nearly unchanged."""
+    gain = 1 - cal["logloss_map"] / cal["logloss_prior"]
+    line = f"the text map explains the labeled masks {gain:.0%} better than their base rate (log-loss)"
+    if gain < informative:
+        line += (": at this size it carries (almost) no information, so the refinement leaves the teacher's "
+                 "labels nearly unchanged")
+    return line
+
+
 def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool = True, device: str = "auto") -> dict:
     """Train a :class:`VLM` with :func:`busnb.vlm.losses.dcl_loss` on the train pool of ``parts`` and write
     ``best.pt`` (``{"net": state_dict}``, the last epoch), ``history.json`` and ``texts.json``; resumes from
     ``last.pt``. Returns the stage info (losses per epoch, calibration)."""
     from tqdm.auto import tqdm
 
+    from ..data.tensors import SegArrays
     from ..models import pick_device
     from ..train import resume_loop_state, save_loop_state
 
@@ -180,7 +176,8 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     images = load_images(pool, size, progress).to(dev)
     # labeled train images and masks: the grounding term and, after training, the calibration (never val / test
     # / unlabeled masks)
-    lab_img, lab_mask = labeled_arrays(parts["labeled"], size)
+    labeled = SegArrays(parts["labeled"], size)
+    lab_img, lab_mask = labeled.images, labeled.masks
     vlm = VLM.from_params(p).to(dev)
     table = TextTable(vlm, texts, [s.id for s in pool])
     t_ids, t_mask = table.ids.to(dev), table.mask.to(dev)
@@ -212,9 +209,9 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
                 j = torch.randint(len(lab_x), (p["grounding_batch"],)).to(dev)
                 xl, yl = flip_pair(lab_x[j], lab_y[j])
                 tg = vlm.encode_text(g_ids, g_mask)["g"]
-                logs["ground"] = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
-                loss = loss + logs["ground"]
-                logs["ground"] = logs["ground"].detach()
+                lg = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
+                loss = loss + lg
+                logs["ground"] = lg.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
