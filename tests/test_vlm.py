@@ -238,13 +238,43 @@ def test_fusion_spans_zero_to_one_and_ignores_an_uninformative_map():
     assert y[1] < p[1] and y[2] > p[2]
 
 
+def test_base_rate_controller_pulls_a_shrunken_teacher_to_the_labeled_rate():
+    """A teacher whose masks hold 3 % foreground, against 13 % in the labeled masks: the controller's shift
+    lifts its pseudo-labels to the labeled rate; one already at the labeled rate is left alone."""
+    from busnb.methods.dusss import align_base_rate, align_update
+
+    p = torch.tensor([0.02, 0.3, 0.5, 0.97])
+    assert torch.allclose(align_base_rate(p, torch.tensor(0.0)), p, atol=1e-4)
+    b0 = torch.tensor(0.0)
+    assert align_update(b0, 0.13, torch.tensor(0.03), 0.1) > 0 > align_update(b0, 0.13, torch.tensor(0.4), 0.1)
+    assert align_update(b0, 0.13, torch.tensor(0.13), 0.1) == 0
+    assert align_update(torch.tensor(4.9), 0.9, torch.tensor(0.0), 1.0) == 5.0  # clipped
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4096, generator=g) * 3 - 3  # confident, nearly binary: 16 % above 0
+    logits[logits > 0] -= 2.5  # shrunk: 3 % foreground left
+    teacher = torch.sigmoid(logits)
+    assert (teacher > 0.5).float().mean() < 0.05
+    b = torch.tensor(0.0)
+    for _ in range(400):
+        idx = torch.randint(0, 4096, (512,), generator=g)
+        b = align_update(b, 0.13, (align_base_rate(teacher[idx], b) > 0.5).float().mean(), 0.05)
+    assert abs(float((align_base_rate(teacher, b) > 0.5).float().mean()) - 0.13) < 0.02
+
+
+def test_dusss_rejects_an_unknown_target():
+    from busnb.methods import build_method
+
+    with pytest.raises(ValueError, match="target must be 'soft' or 'hard'"):
+        build_method("dusss-no_text_refine", TINY, target="binary")
+
+
 @pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine"])
 def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     from busnb.methods import GROUPS, build_method
     from busnb.train import TrainConfig, Trainer
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
-                                       "dusss-no_text_refine")
+                                       "dusss-no_text_refine", "dusss-no_align")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
@@ -265,6 +295,7 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     t.fit(resume=False)
     h = t.history[-1]
     assert np.isfinite(h["loss"]) and np.isfinite(h["Lu"])
+    assert 0 < h["pi"] < 1 and m.label_rate[1] > 0 and m.align_bias != 0  # the base-rate controller ran
     assert any(not torch.equal(before[n], p) for n, p in m.student.named_parameters())
     opt_ids = {id(p) for g in t.opt.param_groups for p in g["params"]}
     assert all(id(p) not in opt_ids for n, p in m.named_parameters() if n.startswith(("teacher", "vlm")))
