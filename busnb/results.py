@@ -19,9 +19,22 @@ def collect(run_dir: str | Path):
         rows.append({"dataset": m["dataset"], "method": variant, "ratio": m["ratio"], "seed": m["seed"],
                      "profile": m["profile"], "val_dice": m["best_val_dice"],
                      **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")},
-                     "pl_teacher": pl.get("teacher", float("nan")), "pl_refined": pl.get("refined", float("nan")),
-                     "path": str(p.parent)})
+                     "pl_teacher": pl.get("teacher", float("nan")),
+                     "pl_aligned": pl.get("aligned", pl.get("teacher", float("nan"))),  # no alignment: the teacher's
+                     "pl_refined": pl.get("refined", float("nan")),
+                     "val_empty_max": max_val_empty(p.parent / "history.json"), "path": str(p.parent)})
     return pd.DataFrame(rows)
+
+
+def max_val_empty(history: Path) -> float:
+    """The largest ``val_empty`` (share of validation images predicted empty) over a run's epochs: the
+    collapse check (a run whose networks agree on background everywhere predicts empty masks); NaN when the
+    run has no ``history.json`` or logged no ``val_empty``."""
+    try:
+        vals = [e["val_empty"] for e in json.loads(Path(history).read_text()) if "val_empty" in e]
+    except FileNotFoundError:
+        return float("nan")
+    return max(vals) if vals else float("nan")
 
 
 def table(df, index=("dataset", "method"), columns="ratio", metric: str = "dice", scale: float = 100.0):
@@ -127,9 +140,9 @@ def report_tables(df) -> dict:
 
 
 def pseudo_label_table(df):
-    """Runs that report the Dice of their pseudo-labels on the unlabeled pool (``dusss``: the final teacher's,
-    unrefined and text-refined; reporting only): one row per dataset, method and ratio, mean ± std over seeds
-    in %, and the refinement's change."""
+    """Runs that report the Dice of their pseudo-labels on the unlabeled pool (``dusss``: the final teacher's
+    raw, base-rate aligned and text-refined; reporting only): one row per dataset, method and ratio, mean ± std
+    over seeds in %, and the text map's own change (refined - aligned; runs without alignment: - teacher)."""
     import pandas as pd
 
     g = df[df["pl_teacher"].notna()]
@@ -137,15 +150,17 @@ def pseudo_label_table(df):
     for (ds, method, ratio), gm in g.groupby(["dataset", "method", "ratio"], sort=True):
         rows.append({"dataset": ds, "method": method, "ratio": f"{ratio:g} %",
                      "teacher (%)": _mean_std(gm["pl_teacher"], 100.0, 2),
+                     "aligned (%)": _mean_std(gm["pl_aligned"], 100.0, 2),
                      "text-refined (%)": _mean_std(gm["pl_refined"], 100.0, 2),
-                     "refined - teacher": _mean_std(gm["pl_refined"] - gm["pl_teacher"], 100.0, 2),
+                     "refined - aligned": _mean_std(gm["pl_refined"] - gm["pl_aligned"], 100.0, 2),
                      "runs (seeds)": _runs(gm["seed"])})
     return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
 
 
 def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):
     """One row per sub-folder of ``root`` (its name is the row label), test metrics as 'mean ± std' over the
-    ``metrics.json`` files below it (any depth; e.g. one per seed), plus ``runs (seeds)``. For runs that the
+    ``metrics.json`` files below it (any depth; e.g. one per seed), the largest ``val_empty`` of any epoch of
+    any of its runs (:func:`max_val_empty`; blank without histories), plus ``runs (seeds)``. For runs that the
     variant name alone does not tell apart (``--method-arg`` settings, runs of older defaults): the folder says
     what the row is. ``python -m busnb.results --by-folder DIR`` prints it."""
     import pandas as pd
@@ -158,6 +173,8 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
         row = {"row": sub.name}
         for m, scale, digits in metrics:
             row[COLUMN_NAMES.get(m, m)] = _mean_std(df[m], scale, digits)
+        worst = df["val_empty_max"].max()
+        row["max val_empty"] = "" if pd.isna(worst) else f"{worst:.2f}"
         row["runs (seeds)"] = _runs(df["seed"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
@@ -166,7 +183,7 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
 def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
     if name == "pseudo_labels":
-        return ("Dice of the pseudo-labels on the unlabeled pool (final teacher, unrefined vs text-refined; "
+        return ("Dice of the pseudo-labels on the unlabeled pool (final teacher: raw, base-rate aligned, text-refined; "
                 "reported, never used for training or selection), mean ± std over seeds")
     if name.startswith("compare_"):
         ds, r = name[len("compare_"):].rsplit("_", 1)

@@ -63,18 +63,26 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
 
     _write(tmp_path, "supervised", 2.5, 0, 0.50)
     assert "pseudo_labels" not in report_tables(collect(tmp_path))
-    for seed, (t, r) in enumerate([(0.60, 0.64), (0.62, 0.64)]):
+    for seed, (t, r) in enumerate([(0.60, 0.64), (0.62, 0.64)]):  # runs from before the base-rate alignment
         _write(tmp_path, "dusss", 2.5, seed, 0.55)
         f = tmp_path / f"dusss-busi-r2.5-s{seed}" / "metrics.json"
         m = json.loads(f.read_text())
         f.write_text(json.dumps({**m, "pseudo_label_dice": {"teacher": t, "refined": r, "n": 440}}))
+    _write(tmp_path, "dusss", 10.0, 0, 0.60)
+    f = tmp_path / "dusss-busi-r10.0-s0" / "metrics.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()),
+                             "pseudo_label_dice": {"teacher": 0.5, "aligned": 0.55, "refined": 0.56, "n": 400}}))
     _write(tmp_path, "dual_teacher", 2.5, 0, 0.60)
     tabs = report_tables(collect(tmp_path))
     pl = tabs["pseudo_labels"]
     row = pl.loc[("busi", "dusss", "2.5 %")]
     assert row["teacher (%)"] == "61.00 ± 1.41" and row["text-refined (%)"] == "64.00 ± 0.00"
-    assert row["refined - teacher"] == "3.00 ± 1.41" and row["runs (seeds)"] == "2 (seeds 0, 1)"
-    assert len(pl) == 1  # the runs without pseudo-label Dice are not rows
+    assert row["aligned (%)"] == row["teacher (%)"]  # no alignment: the teacher's labels
+    assert row["refined - aligned"] == "3.00 ± 1.41" and row["runs (seeds)"] == "2 (seeds 0, 1)"
+    row = pl.loc[("busi", "dusss", "10 %")]
+    assert row["aligned (%)"] == "55.00" and row["teacher (%)"] == "50.00"
+    assert row["refined - aligned"] == "1.00"  # the text map's own change, not the alignment's
+    assert len(pl) == 2  # the runs without pseudo-label Dice are not rows
     assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
 
 
@@ -90,7 +98,11 @@ def test_folder_table_one_row_per_folder(tmp_path):
     _write(tmp_path / "cps-joint", "cps", 2.5, 1, 0.40)
     _write(tmp_path / "cps-separate", "cps", 2.5, 0, 0.50)
     (tmp_path / "empty").mkdir()
+    for seed, worst in ((0, 0.12), (1, 0.55)):  # seed 1 collapsed at one epoch
+        hist = [{"epoch": 1, "val_empty": 0.0}, {"epoch": 2, "val_empty": worst}, {"epoch": 3}]
+        (tmp_path / "cps-joint" / f"cps-busi-r2.5-s{seed}" / "history.json").write_text(json.dumps(hist))
     t = folder_table(tmp_path)
+    assert t.loc["cps-joint", "max val_empty"] == "0.55" and t.loc["cps-separate", "max val_empty"] == ""
     assert list(t.index) == ["cps-joint", "cps-separate"]
     assert t.loc["cps-joint", "Dice (%)"] == "35.00 ± 7.07" and t.loc["cps-joint", "runs (seeds)"] == "2 (seeds 0, 1)"
     assert t.loc["cps-separate", "Dice (%)"] == "50.00"
