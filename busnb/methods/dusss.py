@@ -14,13 +14,22 @@ p_T = teacher probability (EMA of the student, decay 0.99), m = the VLM's calibr
 Platt-scaled on the labeled train masks), pi = the labeled foreground base rate, beta = ``refine_weight``,
 w(t) = sigmoid ramp-up over ``rampup_steps`` (None: the whole run).
 
-**Base-rate alignment** (``align``, on by default; an addition to DuSSS, like ``grounding``): b is moved every
-step by an integral controller (:func:`align_update`) until the pseudo-labels' foreground rate equals the
-labeled masks' rate pi. Without it the mean teacher's pseudo-labels on BUSI shrink (about 13 % foreground
-labeled, 3 % in the pseudo-labels after a few epochs) and the student follows: on the 64-px diagnosis schedule
-(``dusss-no_text_refine``, 2.5 %, seed 0) validation Dice fell from 0.45 to 0.31; with the controller it held
-at 0.50 (test 50.2 vs 45.7, the teacher's pseudo-labels 52 vs 44 Dice on the unlabeled pool). Only labeled
-train masks enter pi. ``target``: "soft" (default) learns y_r itself, "hard" its 0.5 threshold.
+**Base-rate alignment** (``align``; **off by default**, an addition to DuSSS, variant ``dusss-align``): b is moved
+every step by an integral controller (:func:`align_update`, gain ``align_gain``) until the foreground rate of the
+targets y_r equals the labeled masks' rate pi (b = 0 with ``align`` off). Only labeled train masks enter pi. Why:
+the mean teacher's pseudo-labels on BUSI shrink (about 13 % foreground labeled, 3 % in the pseudo-labels after a
+few epochs) and the student follows. Measured (``results/cpu-2026-11-23``, BUSI 2.5 %, split seeds 0, 1, 2):
+
+* without the text map (``dusss-no_text_refine``, 64-px, 15-epoch diagnosis schedule, ramp-up 100 steps), where
+  y_r = p_A: test Dice 45.82 +- 3.79 with the controller (gain 0.02) against 41.43 +- 3.93 without (better at
+  every seed; supervised 42.42 +- 4.13), the final teacher's pseudo-labels 47.1 against 34.8 Dice on the
+  unlabeled pool; gain 0.005 was too slow there (42.48 +- 5.30);
+* with the text map at the cpu profile (seed 0, runs stopped after 15 and 16 of 40 epochs) a first version that
+  held p_A, not y_r, at pi wound up (b = 5 at gain 0.02, 3.4 at 0.005) and then the refined targets overshot to
+  27-35 % foreground: the map adds foreground wherever p_A nears 0.5. This version holds y_r itself and is not yet
+  measured with the text map, hence off by default.
+
+``target``: "soft" (default) learns y_r itself, "hard" its 0.5 threshold.
 
 **Fusion.** The release forms sigmoid(p_T + map) with p_T and map in [0, 1], which confines every target to
 [0.5, 0.88] (background can never be learned as background). Here the two are combined as independent
@@ -33,7 +42,7 @@ Switches: ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Sem
 passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train masks,
 :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r = p_T,
 no VLM and no stage: a mean teacher with a BCE + Dice consistency). Ablation rows ``dusss-no_dcl``,
-``dusss-no_sss``, ``dusss-no_grounding``, ``dusss-no_text_refine``, ``dusss-no_align``.
+``dusss-no_sss``, ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the alignment on.
 
 After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
 pool scored against that pool's masks, unrefined and refined (:func:`pseudo_label_dice`; reporting only).
@@ -80,7 +89,7 @@ class DuSSS(Method):
     def __init__(self, make_net, dcl: bool = True, sss: bool = True, text_refine: bool = True, grounding: bool = True,
                  lambda_u: float = 1.0, ema_decay: float = 0.99, rampup_steps: int | None = 1000, noise: float = 0.05,
                  refine_weight: float = 1.0, text: str = "scratch", vlm_epochs: int | None = None,
-                 phrases: tuple | list | None = None, target: str = "soft", align: bool = True,
+                 phrases: tuple | list | None = None, target: str = "soft", align: bool = False,
                  align_gain: float = 0.02, rate_momentum: float = 0.99):
         super().__init__(make_net)
         if target not in ("soft", "hard"):
@@ -141,15 +150,13 @@ class DuSSS(Method):
         return torch.where(w > 0, s / w.clamp_min(1e-12), torch.full_like(s, 0.5))
 
     @torch.no_grad()
-    def align_step(self, y_l: torch.Tensor, p_aligned: torch.Tensor) -> None:
-        """Track pi on the labeled batch and move b by :func:`align_update` towards pseudo-labels whose
-        foreground rate is pi. Why: with the plain EMA teacher the pseudo-labels of BUSI shrank from about 13 %
-        foreground (the labeled rate) to 3 % within a few epochs, and the student followed them
-        (``results/cpu-2026-11-23``); the controller holds their rate at the labeled one."""
+    def align_step(self, y_l: torch.Tensor, y_target: torch.Tensor) -> None:
+        """Track pi on the labeled batch and move b by :func:`align_update` towards targets (the refined
+        pseudo-labels the student learns) whose foreground rate is pi (module docstring)."""
         a = self.opts["rate_momentum"]
         self.label_rate.mul_(a).add_(torch.stack([y_l.float().mean(), torch.ones((), device=y_l.device)]) * (1 - a))
         if self.opts["align"]:
-            frac = (p_aligned > 0.5).float().mean()
+            frac = (y_target > 0.5).float().mean()
             self.align_bias.copy_(align_update(self.align_bias, self.base_rate(), frac, self.opts["align_gain"]))
 
     @torch.no_grad()
@@ -170,7 +177,7 @@ class DuSSS(Method):
         x_u = batch_u["image"]
         ls = self.supervised(batch_l)
         pl = self.pseudo_labels(x_u)
-        self.align_step(batch_l["mask"], pl["aligned"])
+        self.align_step(batch_l["mask"], pl["refined"])
         y = pl["refined"]
         if o["target"] == "hard":
             y = (y > 0.5).float()
@@ -197,7 +204,7 @@ ABLATION_DUSSS = {
     "dusss-no_sss": ("dusss", {"sss": False}),
     "dusss-no_grounding": ("dusss", {"grounding": False}),
     "dusss-no_text_refine": ("dusss", {"text_refine": False}),
-    "dusss-no_align": ("dusss", {"align": False}),
+    "dusss-align": ("dusss", {"align": True}),
 }
 
 
