@@ -144,7 +144,7 @@ def test_two_different_architectures_and_the_published_optimiser(method):
 @pytest.mark.parametrize("variant", ["dual_uncertainty", "dual_uncertainty-no_entropy_filter",
                                      "dual_uncertainty-no_kl_weighting", "dual_uncertainty-no_prototype",
                                      "dual_uncertainty-no_cosine", "dual_uncertainty-bce_dice",
-                                     "dual_uncertainty-separate_bn"])
+                                     "dual_uncertainty-joint_bn", "dual_uncertainty-release"])
 def test_loss_terms_and_gradients_reach_both_networks(variant, method):
     m = method  # one pair of networks; each variant only changes options read by loss()
     opts = VARIANTS[variant][1]
@@ -169,9 +169,9 @@ def test_loss_terms_and_gradients_reach_both_networks(variant, method):
 
 
 def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
-    """(D6) with unsup_rampup the pseudo-label and cosine terms enter with r(t) = exp(-5 (1 - t/T)^2): at step 0
-    the total is L_s + e^-5 (L_u + L_cos) (+ the prototype term, ramped in both); with the paper's weights
-    (unsup_rampup=False, the default) they enter at full weight from the first step."""
+    """(D6) with unsup_rampup (the default) the pseudo-label and cosine terms enter with r(t) = exp(-5 (1 - t/T)^2):
+    at step 0 the total is L_s + e^-5 (L_u + L_cos) (+ the prototype term, ramped in both); with the paper's
+    weights (unsup_rampup=False) they enter at full weight from the first step."""
     m = method
     g = torch.Generator().manual_seed(2)
     bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
@@ -179,7 +179,7 @@ def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
     old = dict(m.opts)
     m.eval()  # no dropout / batch-norm updates: both calls see the same networks
     try:
-        m.opts.update(rampup_steps=100, prototype=False)
+        m.opts.update(rampup_steps=100, prototype=False, unsup_rampup=False)
         with torch.no_grad():
             paper, tp = m.loss(bl, bu, step=0)
             m.opts["unsup_rampup"] = True
@@ -192,4 +192,5 @@ def test_unsupervised_ramp_scales_pseudo_label_and_cosine_terms(method):
     assert ramped.item() == pytest.approx((t["Ls"] + r * (t["Lu"] + t["Lcos"])).item(), rel=1e-5)
     assert paper.item() == pytest.approx((tp["Ls"] + tp["Lu"] + tp["Lcos"]).item(), rel=1e-5)
     assert paper.item() - ramped.item() > 0.5 * (tp["Lu"] + tp["Lcos"]).item()
-    assert VARIANTS["dual_uncertainty-unsup_rampup"] == ("dual_uncertainty", {"unsup_rampup": True})
+    assert VARIANTS["dual_uncertainty-paper_weights"] == ("dual_uncertainty", {"unsup_rampup": False})
+    assert old["unsup_rampup"] is True and old["joint_bn"] is False  # the defaults

@@ -20,8 +20,9 @@ DUAL_UNCERTAINTY_ABLATION = {
     "dual_uncertainty-no_prototype": ("dual_uncertainty", {"prototype": False}),
     "dual_uncertainty-no_cosine": ("dual_uncertainty", {"cosine": False}),
     "dual_uncertainty-bce_dice": ("dual_uncertainty", {"pseudo_loss": "bce_dice"}),
-    "dual_uncertainty-unsup_rampup": ("dual_uncertainty", {"unsup_rampup": True}),
-    "dual_uncertainty-separate_bn": ("dual_uncertainty", {"joint_bn": False}),
+    "dual_uncertainty-paper_weights": ("dual_uncertainty", {"unsup_rampup": False}),
+    "dual_uncertainty-joint_bn": ("dual_uncertainty", {"joint_bn": True}),
+    "dual_uncertainty-release": ("dual_uncertainty", {"unsup_rampup": False, "joint_bn": True}),
 }
 
 # name -> (method, options); every ablation row plus the methods themselves with defaults
