@@ -58,15 +58,20 @@ from ..losses import bce_dice
 from .base import Method, ema_update, sigmoid_rampup
 
 
+def _logit(v, like: torch.Tensor, eps: float) -> torch.Tensor:
+    """logit of a probability (tensor or number) clamped to [eps, 1 - eps], on ``like``'s dtype and device."""
+    return torch.logit(torch.as_tensor(v, dtype=like.dtype, device=like.device).clamp(eps, 1 - eps))
+
+
 def fuse_log_odds(p_teacher: torch.Tensor, m: torch.Tensor, pi, beta: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     """Refined pseudo-label sigmoid(logit p_T + beta (logit m - logit pi)) (see the module docstring)."""
-    lg = lambda p: torch.logit(torch.as_tensor(p, dtype=p_teacher.dtype, device=p_teacher.device).clamp(eps, 1 - eps))  # noqa: E731
+    lg = lambda v: _logit(v, p_teacher, eps)  # noqa: E731
     return torch.sigmoid(lg(p_teacher) + beta * (lg(m) - lg(pi)))
 
 
 def align_base_rate(p: torch.Tensor, bias, eps: float = 1e-4) -> torch.Tensor:
     """The teacher's probability shifted in log-odds: p_A = sigmoid(logit p + b) (see :meth:`DuSSS.align_step`)."""
-    return torch.sigmoid(torch.logit(p.clamp(eps, 1 - eps)) + bias)
+    return torch.sigmoid(_logit(p, p, eps) + bias)
 
 
 def align_update(bias: torch.Tensor, pi, frac, gain: float, eps: float = 5e-3, limit: float = 5.0) -> torch.Tensor:
@@ -76,8 +81,7 @@ def align_update(bias: torch.Tensor, pi, frac, gain: float, eps: float = 5e-3, l
     batches. Distribution alignment in the sense of ReMixMatch (Berthelot et al., ICLR 2020: pseudo-label class
     frequencies pulled to the labeled ones), applied to the thresholded rate: the teacher's probabilities are
     nearly binary, so rescaling its mean probability (ReMixMatch's form) barely moves its masks."""
-    lg = lambda v: torch.logit(torch.as_tensor(v, dtype=bias.dtype, device=bias.device).clamp(eps, 1 - eps))  # noqa: E731
-    return (bias + gain * (lg(pi) - lg(frac))).clamp(-limit, limit)
+    return (bias + gain * (_logit(pi, bias, eps) - _logit(frac, bias, eps))).clamp(-limit, limit)
 
 
 class DuSSS(Method):
@@ -194,10 +198,7 @@ class DuSSS(Method):
     def report(self, unlabeled) -> dict:
         """Dice of the final teacher's pseudo-labels on the unlabeled pool: raw, aligned and text-refined
         (:func:`pseudo_label_dice`; with ``text_refine`` off there is no "refined")."""
-        d = pseudo_label_dice(self, unlabeled)
-        if self.vlm is None:  # nothing refines the labels: "refined" would repeat "aligned" (or "teacher")
-            d.pop("refined")
-        return {"pseudo_label_dice": d}
+        return {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
 
 
 ABLATION_DUSSS = {
@@ -212,13 +213,16 @@ ABLATION_DUSSS = {
 @torch.no_grad()
 def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
     """Mean per-image Dice of the teacher's pseudo-labels - raw (``teacher``), base-rate aligned (``aligned``,
-    with ``align`` on) and text-refined (``refined``) - against ``arrays``' masks. **Reporting only** (e.g. on the unlabeled pool after training): nothing is fitted or selected on it."""
+    only with ``align`` on) and text-refined (``refined``, only with a VLM) - against ``arrays``' masks: a label
+    that would repeat another is not scored. **Reporting only** (e.g. on the unlabeled pool after training):
+    nothing is fitted or selected on it."""
     from ..metrics import soft_dice_batch
 
     dev = next(method.teacher.parameters()).device
     was = method.training
     method.eval()
-    d = {"teacher": [], "aligned": [], "refined": []}
+    d = {"teacher": [], **({"aligned": []} if method.opts["align"] else {}),
+         **({"refined": []} if method.vlm is not None else {})}
     for i in range(0, len(arrays), batch):
         b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
         x, y = b["image"].to(dev), b["mask"].to(dev)
@@ -226,7 +230,4 @@ def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float =
         for k in d:
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
     method.train(was)
-    out = {k: float(torch.cat(v).mean()) for k, v in d.items()}
-    if not method.opts["align"]:  # "aligned" would repeat "teacher"
-        out.pop("aligned")
-    return {**out, "n": len(arrays)}
+    return {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}
