@@ -1,10 +1,11 @@
 """Run profiles: small named configurations (UniMatch-style), overridable field by field.
 
-* ``smoke`` - phantom, 64 px, tiny ResNet-18 U-Net, a few steps: tests and ``make demo``. Checks that code runs;
+* ``smoke`` - phantom, 64 px, tiny U-Net (ResNet-18 cut after its second stage: three decoder widths, 0.76 M
+  parameters), a few steps: tests and ``make demo``. Checks that code runs;
   its numbers mean nothing (18 steps: the networks have barely moved from their initialisation).
 * ``demo``  - the teaching size, the default of notebooks 03-06: the same phantom, network and input size as
   ``smoke``, batch 4+4, 10 epochs x 10 steps (100 steps for the static teacher, 100 for the dual-teacher run:
-  about 2 min on one CPU core). Enough for the teachers, the fused target and the student to segment the
+  44 s on one CPU core). Enough for the teachers, the fused target and the student to segment the
   lesions (test Dice about 0.8-0.9 on the phantom), so the maps of 03 and 04 have structure. Still 4 labeled
   images and 11 test images: differences of a few Dice points between methods are within noise, and the
   notebooks say so beside their numbers.
@@ -53,11 +54,16 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def encoder_depth(self) -> int:
+        """Stages of the 2D encoder: one per decoder width (``busnb.models.SegNet``)."""
+        return len(self.decoder_channels)
+
 
 PROFILES = {
-    "smoke": Profile("smoke", "phantom", 64, "resnet18", (64, 32, 16, 16, 8), epochs=3, steps_per_epoch=6, ssl_epochs=2,
+    "smoke": Profile("smoke", "phantom", 64, "resnet18", (32, 16, 8), epochs=3, steps_per_epoch=6, ssl_epochs=2,
                      batch_labeled=2, batch_unlabeled=2, plateau_patience=2),
-    "demo": Profile("demo", "phantom", 64, "resnet18", (64, 32, 16, 16, 8), epochs=10, steps_per_epoch=10,
+    "demo": Profile("demo", "phantom", 64, "resnet18", (32, 16, 8), epochs=10, steps_per_epoch=10,
                     ssl_epochs=10, plateau_patience=4),
     "cpu": Profile("cpu", "busi", 128, "resnet18", (128, 64, 32, 16, 16), epochs=40, steps_per_epoch=None,
                    plateau_patience=5, ratios=(2.5, 100.0), ssl_epochs=80),

@@ -72,7 +72,7 @@ def resolve_encoder(profile: Profile, parts: dict, progress: bool = True) -> Pro
     from .ssl import SSLConfig, pretrain_encoder
 
     path = pretrain_encoder(parts, profile.encoder, profile.image_size, SSLConfig(epochs=profile.ssl_epochs),
-                            progress=progress)
+                            progress=progress, depth=profile.encoder_depth)
     return replace(profile, encoder_weights=str(path))
 
 

@@ -14,6 +14,12 @@ class SegNet(nn.Module):
 
     ``forward(x, return_features=True)`` returns ``(logits, features)`` where ``features``
     is the last decoder map (B, decoder_channels[-1], H, W), used by the contrastive losses.
+
+    ``decoder_channels`` has one width per decoder stage, and its length is the encoder's depth (smp's
+    ``encoder_depth``, 1-5): 5 is the full ResNet; the ``smoke`` and ``demo`` profiles use 3 (a ResNet-18 cut
+    after ``layer2``, 0.7 M parameters instead of 14 M), which is plenty for 64-px phantoms and keeps their
+    checkpoints a few MB. The stages a shallower ResNet does not run are removed, so they are neither trained
+    nor saved.
     """
 
     def __init__(self, encoder: str = "resnet34", encoder_weights: str | None = None, in_channels: int = 1,
@@ -24,7 +30,9 @@ class SegNet(nn.Module):
         try:
             if arch == "unet":
                 self.net = smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
-                                    classes=1, decoder_channels=tuple(decoder_channels))
+                                    classes=1, decoder_channels=tuple(decoder_channels),
+                                    encoder_depth=len(decoder_channels))
+                drop_unused_stages(self.net.encoder, len(decoder_channels))
             else:  # another smp architecture (e.g. the second network of the dual-network method)
                 self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
                                             in_channels=in_channels, classes=1)
@@ -38,6 +46,7 @@ class SegNet(nn.Module):
                 "~/.cache/huggingface) and copy that cache here."
             ) from e
         self.arch = arch
+        self.depth = len(decoder_channels) if arch == "unet" else 5
         self.feature_channels = decoder_channels[-1] if arch == "unet" else None
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -47,6 +56,14 @@ class SegNet(nn.Module):
         if return_features and dec.shape[-2:] != logits.shape[-2:]:  # decoders ending below full resolution (FPN)
             dec = torch.nn.functional.interpolate(dec, size=logits.shape[-2:], mode="bilinear", align_corners=False)
         return (logits, dec) if return_features else logits
+
+
+def drop_unused_stages(encoder: nn.Module, depth: int) -> None:
+    """Delete the ResNet stages an smp encoder of ``depth`` < 5 never runs (smp keeps ``layer3``/``layer4``
+    as dead weights: they would be saved in every checkpoint and counted as parameters)."""
+    for stage, needed in (("layer4", 5), ("layer3", 4), ("layer2", 3), ("layer1", 2)):
+        if depth < needed and isinstance(getattr(encoder, stage, None), nn.Module):
+            delattr(encoder, stage)
 
 
 # The second, different architecture of two-network methods (``build_model(..., arch="partner")``): smp LinkNet

@@ -42,7 +42,7 @@ def trained_method(prof, parts: dict, run_dir: Path, variant: str, ratio: float,
 SIZE_NOTES = {
     "smoke": "profile smoke: 18 optimiser steps on a handful of 64-px phantom images. It checks that the code runs; "
              "its numbers and maps mean nothing (the networks have barely left their random start). Use "
-             "profile='demo' (about 2 min on one core) to see the method work.",
+             "profile='demo' (under a minute on one core) to see the method work.",
     "demo": "profile demo: a handful of labeled 64-px phantom images (4 at 2.5 %), 100 optimiser steps per "
             "network, 11 test images and one seed. Enough to see each part of the method work; not enough to rank "
             "methods: differences of a few Dice points here are within the spread between seeds and images, and "

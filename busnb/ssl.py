@@ -90,36 +90,38 @@ def nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Ten
 CODE = ("ssl.py", "augment.py", "models.py", "data/tensors.py", "data/io.py")
 
 
-def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig) -> tuple[str, dict]:
+def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5) -> tuple[str, dict]:
     from .provenance import source_hash
 
     pool = sorted(s.id for s in list(parts["labeled"]) + list(parts["unlabeled"]))
     inputs = {"dataset": parts["dataset"], "split": parts["split_name"], "seed": parts["seed"],
               "content": parts["fingerprint"]["content"],
               "pool": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12], "n_pool": len(pool),
-              "encoder": encoder, "image_size": size, "ssl": asdict(cfg), "code": source_hash(*CODE)}
+              "encoder": encoder, "depth": depth, "image_size": size, "ssl": asdict(cfg), "code": source_hash(*CODE)}
     return hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12], inputs
 
 
-def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig) -> Path:
-    key, _ = encoder_key(parts, encoder, size, cfg)
-    return cache_dir() / "encoders" / f"{parts['split_name']}-s{parts['seed']}-{encoder}-{size}px-{key}"
+def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5) -> Path:
+    key, _ = encoder_key(parts, encoder, size, cfg, depth)
+    name = encoder if depth == 5 else f"{encoder}d{depth}"
+    return cache_dir() / "encoders" / f"{parts['split_name']}-s{parts['seed']}-{name}-{size}px-{key}"
 
 
 def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLConfig(), progress: bool = True,
-                     device: str = "auto", seed: int | None = None) -> Path:
+                     device: str = "auto", seed: int | None = None, depth: int = 5) -> Path:
     """Path of ``encoder.pt`` (the encoder's state dict) pretrained with SimCLR on the train pool of
     ``parts`` (``busnb.experiment.prepare``: labeled + unlabeled images; val and test are not read). Cached by
     inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the
-    caller's random state is untouched."""
+    caller's random state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
+    (``Profile.encoder_depth``)."""
     from tqdm.auto import tqdm
 
     from .data.tensors import SegArrays
     from .models import build_model, pick_device
     from .train import resume_loop_state, rng_state, save_loop_state, seed_everything, set_rng_state
 
-    key, inputs = encoder_key(parts, encoder, size, cfg)
-    out = encoder_dir(parts, encoder, size, cfg)
+    key, inputs = encoder_key(parts, encoder, size, cfg, depth)
+    out = encoder_dir(parts, encoder, size, cfg, depth)
     done = out / "encoder.pt"
     if done.is_file():
         return done
@@ -137,7 +139,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
         seed_everything(1_000_003 + parts["seed"] if seed is None else seed)
         try:
             arrays = SegArrays(pool, size, progress=progress).to(dev)  # masks are loaded but never used
-            net = build_model(encoder, None, decoder_channels=(16, 16, 16, 16, 16)).net
+            net = build_model(encoder, None, decoder_channels=(16,) * depth).net
             model = SimCLRModel(net.encoder, net.encoder.out_channels[-1], cfg.proj_dim).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
             batch = min(cfg.batch, len(pool))
@@ -211,8 +213,8 @@ def load_encoder(net, path: str | Path) -> None:
         net.net.encoder.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path} does not fit this network's encoder ({str(e).splitlines()[0]}). Fix: use an "
-                         "encoder.pt pretrained for the same encoder (busnb pretrain --profile with the "
-                         "run's encoder).") from None
+                         "encoder.pt pretrained for the same encoder and depth (busnb pretrain --profile with the "
+                         "run's profile: its encoder and the length of its decoder_channels).") from None
 
 
 def is_path(weights) -> bool:
@@ -229,7 +231,8 @@ def cmd_pretrain(a) -> int:
     cfg = SSLConfig(epochs=a.epochs or prof.ssl_epochs, batch=a.batch)
     for seed in a.seeds:
         parts = prepare(prof, a.dataset, 2.5, seed, a.root, progress=True)  # the train pool does not depend on the ratio
-        path = pretrain_encoder(parts, prof.encoder, prof.image_size, cfg, device=a.device or "auto")
+        path = pretrain_encoder(parts, prof.encoder, prof.image_size, cfg, device=a.device or "auto",
+                                depth=prof.encoder_depth)
         info = json.loads((path.parent / "info.json").read_text())
         print(f"split seed {seed}: {path}  ({info['n_images']} train-pool images, SimCLR loss "
               f"{info['losses'][0]:.3f} -> {info['losses'][-1]:.3f})")

@@ -96,7 +96,7 @@ def test_trainer_rejects_unknown_augmentation(tmp_path):
     from busnb.train import TrainConfig, Trainer
 
     arr = SegArrays.from_tensors(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), torch.zeros(2, 1, 32, 32, dtype=torch.bool))
-    m = build_method("supervised", lambda: build_model("resnet18", None, (16, 16, 16, 16, 16)))
+    m = build_method("supervised", lambda: build_model("resnet18", None, (16, 16, 16)))
     with pytest.raises(ValueError, match="augment='flip'"):
         Trainer(m, TrainConfig(augment="flip", progress=False), arr, arr, None, tmp_path)
 
@@ -124,7 +124,7 @@ def test_simclr_pretraining_is_cached_resumable_and_reads_no_val_or_test(iso_cac
     monkeypatch.setattr(T, "load_pair", lambda s: (read.append(s.id), orig(s))[1])
     cfg = SSLConfig(epochs=2, batch=16)
     before = torch.random.get_rng_state()
-    path = pretrain_encoder(parts, "resnet18", 32, cfg, progress=False)
+    path = pretrain_encoder(parts, "resnet18", 32, cfg, progress=False, depth=3)
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream is untouched
     assert set(read) == pool  # the train pool, nothing from val or test
     info = json.loads((path.parent / "info.json").read_text())
@@ -133,7 +133,7 @@ def test_simclr_pretraining_is_cached_resumable_and_reads_no_val_or_test(iso_cac
 
     # cached: a second call trains nothing
     read.clear()
-    assert pretrain_encoder(parts, "resnet18", 32, cfg, progress=False) == path and read == []
+    assert pretrain_encoder(parts, "resnet18", 32, cfg, progress=False, depth=3) == path and read == []
 
     # resume: a run stopped after its first epoch and restarted gives the same encoder as one run through
     import busnb.ssl as ssl_mod
@@ -150,9 +150,9 @@ def test_simclr_pretraining_is_cached_resumable_and_reads_no_val_or_test(iso_cac
 
     monkeypatch.setattr(ssl_mod, "torch_save", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_encoder(parts, "resnet18", 32, cfg, progress=False)
-    assert (encoder_dir(parts, "resnet18", 32, cfg) / "last.pt").is_file()
-    again = torch.load(pretrain_encoder(parts, "resnet18", 32, cfg, progress=False), weights_only=True)
+        pretrain_encoder(parts, "resnet18", 32, cfg, progress=False, depth=3)
+    assert (encoder_dir(parts, "resnet18", 32, cfg, 3) / "last.pt").is_file()
+    again = torch.load(pretrain_encoder(parts, "resnet18", 32, cfg, progress=False, depth=3), weights_only=True)
     assert all(torch.equal(again[k], state[k]) for k in state)
 
 
@@ -172,9 +172,9 @@ def test_encoder_weights_path_and_ssl_start_every_network_from_the_encoder(iso_c
     for k, v in enc.items():
         assert torch.equal(a.net.encoder.state_dict()[k], v) and torch.equal(b.net.encoder.state_dict()[k], v)
     assert not torch.equal(net_factory(built, init=False)().net.encoder.conv1.weight, enc["conv1.weight"])
-    other = build_model("resnet34", None, (16, 16, 16, 16, 16))
-    with pytest.raises(ValueError, match="does not fit"):
-        load_encoder(other, built.encoder_weights)
+    for enc_name, dec in (("resnet34", (16, 16, 16)), ("resnet18", (16, 16, 16, 16, 16))):  # other net, depth
+        with pytest.raises(ValueError, match="does not fit"):
+            load_encoder(build_model(enc_name, None, dec), built.encoder_weights)
     with pytest.raises(FileNotFoundError, match="busnb pretrain"):
         build_model("resnet18", str(iso_cache / "missing" / "encoder.pt"))
 

@@ -14,7 +14,7 @@ from busnb.methods.classic import copy_paste_mask, cross_pseudo_loss
 from busnb.models import build_model
 from busnb.train import TrainConfig, Trainer
 
-TINY = partial(build_model, "resnet18", None, (32, 16, 16, 8, 8))
+TINY = partial(build_model, "resnet18", None, (16, 8, 8))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from busnb.train import TrainConfig, Trainer, seed_everything
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 
-TINY = dict(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+TINY = dict(encoder="resnet18", decoder_channels=(16, 8, 8))
 
 
 def _trainer(phantom_small, out, method="supervised", epochs=3, callbacks=(), **kw):

@@ -12,7 +12,7 @@ from busnb.methods.dual_uncertainty import (DUAL_SGD, class_entropy, cosine_cons
                                             kl_rectified_loss, prototype_contrast, two_class_logits)
 from busnb.models import PARTNER_2D, build_model
 
-TINY = partial(build_model, "resnet18", None, (32, 16, 16, 8, 8))
+TINY = partial(build_model, "resnet18", None, (16, 8, 8))
 LN2 = math.log(2)
 
 

@@ -12,7 +12,7 @@ from busnb.config import SettingError, check_overrides, get_profile
 from busnb.experiment import run_experiment
 from busnb.rundir import RunBusy, RunConflict, RunLock, clean_tmp
 
-TINY = dict(epochs=1, steps_per_epoch=2, image_size=32, decoder_channels=(32, 16, 16, 8, 8))
+TINY = dict(epochs=1, steps_per_epoch=2, image_size=32, decoder_channels=(16, 8, 8))
 
 
 def _prof(**kw):
@@ -171,7 +171,7 @@ def test_static_teacher_keeps_only_the_most_confident_pseudo_labels(tmp_path):
     assert [s.id for s in most_confident(samples, labels, 0.01)] == ["a"]
     with pytest.raises(ValueError, match="keep_top"):
         most_confident(samples, labels, 0)
-    make = lambda **k: build_model("resnet18", None, (32, 16, 16, 8, 8))  # noqa: E731
+    make = lambda **k: build_model("resnet18", None, (16, 8, 8))  # noqa: E731
     assert "keep_top" not in build_method("dual_teacher", make).stages()[0].params
     assert build_method("dual_teacher", make, keep_top=0.5).stages()[0].params["keep_top"] == 0.5
     with pytest.raises(ValueError, match="keep_top"):

@@ -21,7 +21,7 @@ def test_sweep_runs_jobs_skips_finished_and_reports_failures(tmp_path):
     from busnb.results import collect
     from busnb.sweep import sweep
 
-    sets = ["epochs=1", "steps_per_epoch=1", "image_size=32", "decoder_channels=32,16,16,8,8"]
+    sets = ["epochs=1", "steps_per_epoch=1", "image_size=32", "decoder_channels=16,8,8"]
     s = sweep("smoke", ["supervised"], [2.5], [0, 1], tmp_path / "sw", workers=2, sets=sets, progress=False)
     assert s["failed"] == [] and s["skipped"] == 0 and len(s["ran"]) == 2
     df = collect(tmp_path / "sw")
@@ -51,7 +51,7 @@ def test_sweep_ray_executor_writes_the_same_runs(tmp_path, monkeypatch):
     from busnb.sweep import sweep
 
     monkeypatch.chdir(tmp_path)
-    sets = ["epochs=1", "steps_per_epoch=1", "image_size=32", "decoder_channels=32,16,16,8,8"]
+    sets = ["epochs=1", "steps_per_epoch=1", "image_size=32", "decoder_channels=16,8,8"]
     s = sweep("smoke", ["supervised"], [2.5], [0, 1], "sw", workers=2, sets=sets, executor="ray", progress=False)
     logs = {f.name: f.read_text()[-2000:] for f in (tmp_path / "sw" / "logs").glob("*.log")}
     assert s["failed"] == [] and len(s["ran"]) == 2 and s["executor"] == "ray", logs
@@ -71,7 +71,7 @@ def test_bench_smoke_writes_table(tmp_path):
     from busnb.bench import bench
     from busnb.config import get_profile
 
-    prof = get_profile("smoke", image_size=32, decoder_channels=(32, 16, 16, 8, 8))
+    prof = get_profile("smoke", image_size=32, decoder_channels=(16, 8, 8))
     rows = bench(prof, ["supervised", "dual_teacher"], steps=1, warmup=0, device="cpu", out=tmp_path / "b.json",
                  progress=False)
     data = json.loads((tmp_path / "b.json").read_text())

@@ -9,7 +9,7 @@ from busnb.methods import build_method
 from busnb.models import WeightsUnavailable, build_model, pick_device
 from busnb.train import TrainConfig, Trainer, evaluate
 
-TINY = dict(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+TINY = dict(encoder="resnet18", decoder_channels=(16, 8, 8))
 
 
 def _setup(phantom_small, out, epochs=2, callbacks=()):
@@ -56,6 +56,23 @@ def test_features_are_returned():
     net = build_model(**TINY)
     logits, feats = net(torch.zeros(2, 1, 32, 32), return_features=True)
     assert logits.shape == (2, 1, 32, 32) and feats.shape == (2, 8, 32, 32)
+
+
+def test_decoder_length_sets_the_encoder_depth_and_unused_stages_are_not_kept():
+    from busnb.config import get_profile
+
+    shallow, full = build_model("resnet18", None, (16, 8, 8)), build_model("resnet18", None, (16, 8, 8, 8, 8))
+    assert shallow.depth == 3 == get_profile("smoke").encoder_depth and full.depth == 5
+    assert not hasattr(shallow.net.encoder, "layer3") and not hasattr(shallow.net.encoder, "layer4")
+    assert hasattr(full.net.encoder, "layer4")
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(shallow) < 1_000_000 < 10_000_000 < n(full)
+    for net in (shallow, full):  # full-resolution output and decoder features at either depth
+        logits, feats = net(torch.rand(2, 1, 32, 32), return_features=True)
+        assert logits.shape == (2, 1, 32, 32) and feats.shape == (2, 8, 32, 32)
+        assert all(p.grad is None for p in net.parameters())
+        logits.sum().backward()
+        assert all(p.grad is not None for p in net.parameters())  # every kept parameter is used
 
 
 def test_imagenet_weights_offline_error(monkeypatch):

@@ -15,7 +15,7 @@ from busnb.vlm import losses as L
 from busnb.vlm.model import VLM, ModelNotFound, momentum_update, tiny_bert, word_tokenizer
 from busnb.vlm.texts import VOCAB, check_words, describe, mask_facts, pool_texts
 
-TINY = partial(build_model, "resnet18", None, (32, 16, 16, 8, 8))
+TINY = partial(build_model, "resnet18", None, (16, 8, 8))
 
 
 def _unit(n, d, seed):
@@ -211,7 +211,7 @@ def test_pretrain_stage_writes_and_resumes(phantom_small, tmp_path):
     assert "vlm_pretrain" in STAGES
     parts = {"labeled": phantom_small[:2], "unlabeled": phantom_small[2:8], "split_name": "phantom-test"}
     prof = get_profile("smoke", image_size=32)
-    params = dict(dim=16, text_hidden=16, text_layers=1, batch=4, epochs=1)
+    params = dict(dim=16, text_hidden=16, text_layers=1, batch=4, epochs=1, depth=3)
     torch.manual_seed(0)
     info = pretrain_vlm(params, parts, prof, tmp_path, progress=False, device="cpu")
     assert (tmp_path / "best.pt").is_file() and info["epochs"] == 1 and np.isfinite(info["final"]["loss"])
@@ -282,6 +282,9 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     specs = m.stages()
     if variant != "dusss-no_text_refine":
         assert [s.kind for s in specs] == ["vlm_pretrain"] and specs[0].params["sss"] is True
+        # the VLM's image encoder has the student U-Net's depth (3 here), unless vlm_depth says otherwise
+        assert specs[0].params["depth"] == 3 and not hasattr(m.vlm.image.encoder, "layer3")
+        assert build_method(variant, TINY, vlm_depth=4).stages()[0].params["depth"] == 4
         pre = VLM.from_params(specs[0].params)
         pre.calib.copy_(torch.tensor([2.0, -1.0, 0.2]))  # stands in for the pretrained stage
         m.attach("vlm_pretrain", pre.state_dict())

@@ -42,7 +42,9 @@ by a confident map.
 Switches: ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity Supervision,
 passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train masks,
 :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r = p_T,
-no VLM and no stage: a mean teacher with a BCE + Dice consistency). Ablation rows ``dusss-no_dcl``,
+no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
+ResNet image encoder (None: the student U-Net's, i.e. the profile's ``encoder_depth``: 5 at the cpu and gpu
+profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``,
 ``dusss-no_sss``, ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the alignment on.
 
 After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
@@ -95,7 +97,7 @@ class DuSSS(Method):
                  lambda_u: float = 1.0, ema_decay: float = 0.99, rampup_steps: int | None = 1000, noise: float = 0.05,
                  refine_weight: float = 1.0, text: str = "scratch", vlm_epochs: int | None = None,
                  phrases: tuple | list | None = None, target: str = "soft", align: bool = False,
-                 align_gain: float = 0.02, rate_momentum: float = 0.99):
+                 align_gain: float = 0.02, rate_momentum: float = 0.99, vlm_depth: int | None = None):
         super().__init__(make_net)
         if target not in ("soft", "hard"):
             raise ValueError(f"dusss: target must be 'soft' or 'hard', got {target!r}")
@@ -105,7 +107,8 @@ class DuSSS(Method):
         self.opts = dict(dcl=dcl, sss=sss, text_refine=text_refine, lambda_u=lambda_u, ema_decay=ema_decay,
                          rampup_steps=rampup_steps, noise=noise, refine_weight=refine_weight, text=text,
                          vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES), grounding=grounding,
-                         target=target, align=align, align_gain=align_gain, rate_momentum=rate_momentum)
+                         target=target, align=align, align_gain=align_gain, rate_momentum=rate_momentum,
+                         vlm_depth=vlm_depth or getattr(self.student, "depth", 5))
         # the labeled foreground rate pi as a bias-corrected running mean (sum, weight) and the alignment's
         # log-odds shift b: buffers, so they resume with the checkpoint (capturable: no host sync, no branches)
         self.register_buffer("label_rate", torch.zeros(2))
@@ -122,7 +125,7 @@ class DuSSS(Method):
 
         o = self.opts
         return stage_params(dcl=o["dcl"], sss=o["sss"], text=o["text"], epochs=o["vlm_epochs"],
-                            grounding=o["grounding"])
+                            grounding=o["grounding"], depth=o["vlm_depth"])
 
     def stages(self):
         if not self.opts["text_refine"]:

@@ -121,13 +121,16 @@ class ImageEncoder(nn.Module):
     """The U-Net's (smp) ResNet encoder: local = 1x1-projected stride-8 map, global = mean of the projected
     deepest map."""
 
-    def __init__(self, encoder: str = "resnet18", dim: int = 64, local_stage: int = 3):
+    def __init__(self, encoder: str = "resnet18", dim: int = 64, local_stage: int = 3, depth: int = 5):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        self.encoder = smp.encoders.get_encoder(encoder, in_channels=1, depth=5, weights=None)
+        from ..models import drop_unused_stages
+
+        self.encoder = smp.encoders.get_encoder(encoder, in_channels=1, depth=depth, weights=None)
+        drop_unused_stages(self.encoder, depth)
         ch = self.encoder.out_channels
-        self.local_stage = local_stage
+        self.local_stage = min(local_stage, depth)
         self.local = nn.Conv2d(ch[local_stage], dim, 1)
         self.glob = nn.Linear(ch[-1], dim)
 
@@ -153,11 +156,11 @@ class VLM(nn.Module):
     """Image and text encoders with Gaussian heads and their momentum (EMA) copies."""
 
     def __init__(self, encoder: str = "resnet18", text: str = "scratch", dim: int = 64, text_hidden: int = 64,
-                 text_layers: int = 2, momentum: float = 0.995, temperature: float = 0.07):
+                 text_layers: int = 2, momentum: float = 0.995, temperature: float = 0.07, depth: int = 5):
         super().__init__()
         self.params = dict(encoder=encoder, text=text, dim=dim, text_hidden=text_hidden, text_layers=text_layers,
-                           momentum=momentum, temperature=temperature)
-        self.image = ImageEncoder(encoder, dim)
+                           momentum=momentum, temperature=temperature, depth=depth)
+        self.image = ImageEncoder(encoder, dim, depth=depth)
         self.text = TextEncoder(text, dim, text_hidden, text_layers)
         self.image_sigma, self.text_sigma = GaussianHead(dim), GaussianHead(dim)
         self.online = nn.ModuleList([self.image, self.text, self.image_sigma, self.text_sigma])
@@ -169,7 +172,7 @@ class VLM(nn.Module):
 
     @classmethod
     def from_params(cls, params: dict) -> "VLM":
-        keys = ("encoder", "text", "dim", "text_hidden", "text_layers", "momentum", "temperature")
+        keys = ("encoder", "text", "dim", "text_hidden", "text_layers", "momentum", "temperature", "depth")
         return cls(**{k: params[k] for k in keys if k in params})
 
     def trainable(self):

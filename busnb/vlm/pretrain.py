@@ -23,7 +23,7 @@ from .losses import dcl_loss, grounding_loss
 from .model import VLM
 from .texts import BACKGROUND_PHRASE, LESION_PHRASES, pool_texts
 
-DEFAULTS = dict(encoder="resnet18", text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
+DEFAULTS = dict(encoder="resnet18", depth=5, text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
                 temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3,
                 grounding=True, grounding_batch=4)
 
@@ -234,10 +234,11 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
 def pretrained_vlm(parts: dict, profile, seed: int, progress: bool = True, device: str = "auto",
                    **settings) -> tuple[VLM, dict]:
     """(VLM in eval mode, stage info) of the ``vlm_pretrain`` stage for ``parts`` / ``profile`` / ``seed`` with
-    ``settings`` (:func:`stage_params`): from the stage cache, or pretrained now (same cache as ``dusss``)."""
+    ``settings`` (:func:`stage_params`): from the stage cache, or pretrained now (same cache as ``dusss``). The
+    image encoder has the profile's U-Net depth unless ``settings`` give ``depth``, as in ``dusss``."""
     from ..stages import StageContext, StageSpec, run_stage
 
-    params = stage_params(**settings)
+    params = stage_params(**{"depth": profile.encoder_depth, **settings})
     ctx = StageContext(parts, profile, seed, None, {}, {"device": device} if device != "auto" else {}, progress)
     state, info = run_stage(StageSpec("vlm_pretrain", params), ctx)
     vlm = VLM.from_params(params)
