@@ -129,6 +129,22 @@ def test_dual_uncertainty_trains_in_3d_through_the_one_trainer(tmp_path):
     assert any(changed[:n_a]) and any(changed[n_a:])        # both networks were optimised
 
 
+def test_partner_head_can_always_reach_a_lesion_logit():
+    """MONAI's SegResNet head is norm -> ReLU -> 1x1 conv: with every conv weight negative its logit can never
+    exceed the bias. The dual-network partner drops that ReLU, so the same weights still reach any logit."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16, 16)
+    for arch, stuck in (("segresnet", True), ("partner", False)):
+        net = build_volume_model("unet3d", None, (2, 2, 4, 4, 8, 2), arch=arch).eval()
+        conv = net.net.conv_final[2].conv
+        with torch.no_grad():
+            conv.weight.copy_(-conv.weight.abs() - 0.1)
+            conv.bias.fill_(-0.03)
+            logits, feats = net(x, return_features=True)
+        assert feats.shape[1] == 8 and logits.shape == (2, 1, 16, 16, 16)
+        assert (logits.max() <= -0.03 + 1e-6) == stuck
+
+
 def test_volume_experiment_writes_metrics(tmp_path):
     from busnb.vol.experiment import run_volume_experiment, split_volumes
 

@@ -6,8 +6,13 @@
   fixed (16 ... 256 channels, 45.6 M parameters): 3.3 s per step of four 16^3 patches on one core of the
   development VM, so it is for GPUs; the CPU profiles use ``unet3d``.
 * ``unet3d``    - MONAI ``BasicUNet`` (a 3D U-Net, Cicek et al. 2016) with ``channels`` (6 widths).
-* ``segresnet`` / ``partner`` - MONAI ``SegResNet`` (Myronenko 2018): a ResNet-block encoder-decoder, standing
-  in for the paper's 3D ResNet-34 as the second, different architecture of the dual-network method.
+* ``segresnet`` - MONAI ``SegResNet`` (Myronenko 2018): a ResNet-block encoder-decoder.
+* ``partner``   - the same ``SegResNet`` as the second, different architecture of the dual-network method
+  (standing in for the paper's 3D ResNet-34), with one change: no ReLU between its last normalisation and its
+  1x1 output convolution. MONAI's head is norm -> ReLU -> conv; once all of that convolution's weights are
+  negative, no input can lift the logit above the conv's bias, and a bias below 0 means the network never
+  marks a voxel as lesion. That happened (``results/cpu-2026-11-24/phantom3d-r10-e45``, seed 1: weights all
+  negative, bias -0.03, ``fg_b`` = 0 at every epoch); a linear head on normalised features cannot get stuck so.
 
 ``forward(x, return_features=True)`` returns ``(logits, features)``, the features being the input of the
 network's output block (full resolution), captured with a forward pre-hook, for the prototype contrast.
@@ -28,6 +33,7 @@ class VolNet(nn.Module):
         super().__init__()
         from monai.networks.nets import BasicUNet, SegResNet, VNet
 
+        linear_head = arch == "partner"
         arch = "segresnet" if arch == "partner" else arch
         if arch == "vnet":
             self.net = VNet(spatial_dims=3, in_channels=in_channels, out_channels=1, dropout_prob_down=0.0,
@@ -41,7 +47,9 @@ class VolNet(nn.Module):
             head = self.net.final_conv
         elif arch == "segresnet":
             self.net = SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=1, init_filters=8)
-            head = self.net.conv_final
+            head = self.net.conv_final  # norm, activation, 1x1 conv
+            if linear_head:
+                head[1] = nn.Identity()
         else:
             raise ValueError(f"unknown 3D architecture {arch!r}; choose one of {ARCHS_3D}")
         self.arch = arch
