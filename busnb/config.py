@@ -75,8 +75,8 @@ PROFILES = {
     # 3D (busnb.vol): the 3D phantom (``phantom``: n_images volumes of size^3 voxels), MONAI 3D U-Net (``encoder``
     # names the 3D architecture, ``decoder_channels`` its 6 BasicUNet widths; vnet for GPUs), random patches,
     # sliding-window validation and test. phantom3d: 45 epochs x 10 steps; at 15 every run was still rising and
-    # dual_uncertainty tied its supervised U-Net (60.6 vs 60.7 Dice, 3 seeds), at 45 it leads (77.7 vs 71.9;
-    # results/cpu-2026-11-24: 11-16 min per dual_uncertainty run, 4 min supervised, on a shared CPU core)
+    # dual_uncertainty tied its supervised U-Net (60.6 vs 60.7 Dice, 3 seeds), at 45 it leads (80.1 vs 71.9;
+    # results/cpu-2026-11-24: 8 min per dual_uncertainty run, 4 min supervised, on one CPU core)
     "smoke3d": Profile("smoke3d", "phantom3d", 40, "unet3d", (4, 4, 8, 8, 16, 4), epochs=2, steps_per_epoch=2,
                        batch_labeled=1, batch_unlabeled=1, plateau_patience=2, phantom=PhantomConfig(n_images=8, size=40),
                        ratios=(10.0,), ndim=3, patch_size=(32, 32, 32)),
