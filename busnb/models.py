@@ -17,7 +17,7 @@ class SegNet(nn.Module):
 
     ``decoder_channels`` has one width per decoder stage, and its length is the encoder's depth (smp's
     ``encoder_depth``, 1-5): 5 is the full ResNet; the ``smoke`` and ``demo`` profiles use 3 (a ResNet-18 cut
-    after ``layer2``, 0.7 M parameters instead of 14 M), which is plenty for 64-px phantoms and keeps their
+    after ``layer2``, 0.76 M parameters instead of 11.7 M), which is plenty for 64-px phantoms and keeps their
     checkpoints a few MB. The stages a shallower ResNet does not run are removed, so they are neither trained
     nor saved.
     """

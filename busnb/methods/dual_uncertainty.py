@@ -7,7 +7,8 @@ Uncertainty-Guided Pseudo-Labeling", arXiv 2509.13084 (2025); release AIPMLab/Se
 * Two **different** architectures trained together: net A = the profile's network (2D: smp U-Net on a ResNet;
   3D: V-Net or MONAI's residual U-Net, ``busnb.vol``), net B = ``make_net(arch="partner")`` (2D: smp LinkNet on
   MobileNet-V2, ``busnb.models.PARTNER_2D``; 3D: MONAI SegResNet, a ResNet encoder-decoder like the paper's
-  3D ResNet-34, with a linear output head: ``busnb.vol.nets``). Net A is validated, selected and tested. The paper pairs a V-Net with a 3D ResNet-34.
+  3D ResNet-34, with a linear output head: ``busnb.vol.nets``). Net A is validated, selected and tested. The
+  paper pairs a V-Net with a 3D ResNet-34.
 * (D1) supervised: L_s = CE + Dice on the labeled images, for each network (``bce_dice``; for one sigmoid
   output BCE is the 2-class cross-entropy).
 * Binary outputs are handled as two classes: logits [0, z] (softmax = [1 - sigmoid z, sigmoid z]), so the
