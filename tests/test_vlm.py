@@ -339,3 +339,12 @@ def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one
     st = r["stages"][0]
     assert st["kind"] == "vlm_pretrain" and "ground" in st["final"]
     assert st["calibration"]["n_images"] == len(parts["labeled"])
+
+
+def test_image_encoder_takes_its_local_map_from_the_deepest_stage_it_has():
+    from busnb.vlm.model import ImageEncoder
+
+    x = torch.rand(2, 1, 32, 32)
+    for depth, side in ((2, 8), (3, 4), (5, 4)):  # stride 4 at depth 2, else stride 8 (stage 3)
+        g, loc = ImageEncoder("resnet18", 16, depth=depth)(x)
+        assert g.shape == (2, 16) and loc.shape == (2, 16, side, side)

@@ -131,7 +131,7 @@ class ImageEncoder(nn.Module):
         drop_unused_stages(self.encoder, depth)
         ch = self.encoder.out_channels
         self.local_stage = min(local_stage, depth)
-        self.local = nn.Conv2d(ch[local_stage], dim, 1)
+        self.local = nn.Conv2d(ch[self.local_stage], dim, 1)
         self.glob = nn.Linear(ch[-1], dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
