@@ -54,6 +54,49 @@ def test_copy_paste_mask():
     assert torch.equal(mixed, 1 - m)
 
 
+def test_largest_component_keeps_one_region_per_image():
+    """BCP's pseudo-label post-processing: per image the largest connected region (8-connected in 2D, 26 in 3D),
+    empty images stay empty, and images do not mix."""
+    from busnb.methods.classic import largest_component
+
+    m = torch.zeros(3, 1, 8, 8)
+    m[0, 0, :2, :2] = 1          # 4 pixels
+    m[0, 0, 4:7, 4:7] = 1        # 9 pixels: kept
+    m[1, 0, 1, 1] = m[1, 0, 2, 2] = m[1, 0, 3, 3] = 1  # a diagonal line is one 8-connected region
+    m[1, 0, 6, 0] = 1
+    out = largest_component(m)
+    assert out.dtype == m.dtype and out.shape == m.shape
+    assert out[0].sum() == 9 and out[0, 0, 4:7, 4:7].all() and not out[0, 0, :2, :2].any()
+    assert out[1].sum() == 3 and out[1, 0, 6, 0] == 0
+    assert out[2].sum() == 0
+    v = torch.zeros(1, 1, 5, 5, 5)
+    v[0, 0, 0, 0, 0] = v[0, 0, 1, 1, 1] = 1  # corner-touching voxels: one 26-connected region
+    v[0, 0, 4, 4, 4] = 1
+    assert largest_component(v).sum() == 2
+
+
+@pytest.mark.parametrize("largest_cc", [True, False])
+def test_bcp_pseudo_labels_keep_their_largest_component(arrays, monkeypatch, largest_cc):
+    """BCP applies the largest-component step to the teacher's hard labels (the release does), unless switched
+    off; with it the method cannot be captured as a CUDA graph (host-side labelling)."""
+    import busnb.methods.classic as classic
+
+    calls = []
+
+    def spy(mask):
+        calls.append(mask.shape)
+        return torch.zeros_like(mask)
+
+    monkeypatch.setattr(classic, "largest_component", spy)
+    m = build_method("bcp" if largest_cc else "bcp-no_largest_cc", TINY)
+    assert m.capturable is (not largest_cc)
+    bl, bu = _batches(arrays)
+    loss, _ = m.loss(bl, bu, 0)
+    assert torch.isfinite(loss) and len(calls) == (1 if largest_cc else 0)
+    if largest_cc:
+        assert calls[0] == (2, 1, 32, 32)
+
+
 def test_cross_pseudo_loss_targets_are_the_other_networks_hard_labels():
     l1 = torch.tensor([[4.0, -4.0]])
     l2 = torch.tensor([[4.0, 4.0]])

@@ -47,7 +47,7 @@ def test_resume_after_kill_on_cuda(phantom_small, tmp_path, capture):
     assert [h["lr"] for h in ref.history] == [h["lr"] for h in resumed.history]
 
 
-@pytest.mark.parametrize("method", ["supervised", "dual_teacher", "mean_teacher", "cps", "bcp"])
+@pytest.mark.parametrize("method", ["supervised", "dual_teacher", "mean_teacher", "cps", "bcp-no_largest_cc"])
 def test_captured_step_matches_eager(phantom_small, tmp_path, method):
     """Same seed, same batches: the losses of 8 captured steps track the eager ones (bf16 tolerance), and
     parameters move the same way."""

@@ -28,7 +28,8 @@ DUAL_UNCERTAINTY_ABLATION = {
 # name -> (method, options); every ablation row plus the methods themselves with defaults
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
                                          "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"}),
-                                         "cps-joint_bn": ("cps", {"joint_bn": True})}
+                                         "cps-joint_bn": ("cps", {"joint_bn": True}),
+                                         "bcp-no_largest_cc": ("bcp", {"largest_cc": False})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

@@ -173,6 +173,25 @@ def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) ->
     return ((yy >= ys) & (yy < ys + mh) & (xx >= xs) & (xx < xs + mw)).float()
 
 
+def largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """Per image, only the largest connected foreground component of a binary ``mask`` (B, 1, *spatial): BCP's
+    pseudo-label post-processing (the release's ``get_ACDC_masks(..., nms=1)``, per class per image; here one
+    class). Full connectivity (8 in 2D, 26 in 3D); an image without foreground stays empty; ties keep the
+    component found first. Computed on the host (``scipy.ndimage.label``): a method that uses it is not
+    capturable."""
+    import numpy as np
+    from scipy import ndimage
+
+    m = mask.detach().to("cpu", torch.bool).numpy()
+    out = np.zeros_like(m)
+    structure = np.ones((3,) * (m.ndim - 2), bool)
+    for i in range(m.shape[0]):
+        lab, n = ndimage.label(m[i, 0], structure)
+        if n:
+            out[i, 0] = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    return torch.from_numpy(out).to(device=mask.device, dtype=mask.dtype)
+
+
 class BCPPretrain(Method):
     """BCP stage 1: supervised with copy-paste between labeled images: x = x_a M + x_b (1-M), y likewise.
     ``optimizer`` as :class:`BCP` ("paper": SGD lr 0.01, momentum 0.9, weight decay 1e-4, constant)."""
@@ -200,19 +219,25 @@ class BCP(Method):
     """BCP stage 2 (Eq. 5-8 of Bai et al.): teacher = EMA of the student (decay 0.99), both initialised from the
     pre-trained net; X_in = x_l M + x_u (1-M), X_out = x_u M + x_l (1-M) with M a zero-centred 2/3-sized
     rectangle; targets mix ground truth and the teacher's hard pseudo-labels the same way; the unlabeled part
-    of each loss is weighted by ``alpha`` (0.5). No ramp-up: the released 2D code computes one but does not use
-    it (copy-paste keeps a labeled region in every input from the first step). ``optimizer``: "shared"
-    (default, the profile's Adam) or "paper" = the release's SGD lr 0.01, momentum 0.9, weight decay 1e-4,
-    constant, for the pre-training stage too. Weak augmentation: the profile's ``augment="weak"``."""
+    of each loss is weighted by ``alpha`` (0.5). Each hard pseudo-label keeps only its largest connected
+    component (``largest_cc``, on by default: the release's 2D and 3D code apply it to every teacher label,
+    :func:`largest_component`; off: the thresholded teacher output as it is). No ramp-up: the released 2D code
+    computes one but does not use it (copy-paste keeps a labeled region in every input from the first step).
+    ``optimizer``: "shared" (default, the profile's Adam) or "paper" = the release's SGD lr 0.01, momentum 0.9,
+    weight decay 1e-4, constant, for the pre-training stage too. Weak augmentation: the profile's
+    ``augment="weak"``. Not followed: the release keeps its EMA teacher in training mode (batch statistics);
+    here, as for every teacher in this repo, it runs in eval mode."""
 
     name = "bcp"
     needs_unlabeled = True
 
-    def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99, optimizer: str = "shared"):
+    def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99, optimizer: str = "shared",
+                 largest_cc: bool = True):
         super().__init__(make_net)
         paper_or_shared(optimizer, BCP_SGD, "bcp")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
-        self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer)
+        self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer, largest_cc=largest_cc)
+        self.capturable = not largest_cc  # the component search runs on the host
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], BCP_SGD, "bcp")
@@ -240,6 +265,8 @@ class BCP(Method):
         x_l, y_l, x_u = batch_l["image"], batch_l["mask"], batch_u["image"]
         with torch.no_grad():
             y_u = (self.teacher(x_u).float() > 0).float()
+            if self.opts["largest_cc"]:
+                y_u = largest_component(y_u)
         m = copy_paste_mask(x_l.shape, device=x_l.device)
         x_in, y_in = x_l * m + x_u * (1 - m), y_l * m + y_u * (1 - m)
         x_out, y_out = x_u * m + x_l * (1 - m), y_u * m + y_l * (1 - m)
@@ -255,4 +282,4 @@ class BCP(Method):
 
 
 __all__ = ["MeanTeacher", "CrossPseudoSupervision", "BCP", "BCPPretrain", "Supervised", "copy_paste_mask",
-           "cross_pseudo_loss", "input_noise", "SSL4MIS_SGD", "BCP_SGD"]
+           "largest_component", "cross_pseudo_loss", "input_noise", "SSL4MIS_SGD", "BCP_SGD"]
