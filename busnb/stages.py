@@ -11,6 +11,9 @@ imports the experiment. Each stage kind is one function here:
 * ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images.
 * ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
   texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks).
+* ``label_rate`` - the labeled train masks' foreground base rate pi (share of lesion pixels at the profile's
+  image size; :func:`busnb.data.tensors.foreground_rate`): DuSSS's fusion prior and alignment target. Nothing
+  is trained; its ``best.pt`` holds ``{"pi": tensor}``.
 
 A stage folder ``<cache>/stages/<kind>/<key>/`` is keyed by everything its result depends on: the stage's
 parameters, the dataset's content fingerprint, the ids of the labeled / unlabeled / validation sets, the
@@ -172,5 +175,17 @@ def vlm_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
                         device=ctx.train_kwargs.get("device", "auto"))
 
 
-STAGES = {"static_teacher": static_teacher, "bcp_pretrain": bcp_pretrain}
+def label_rate(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
+    """pi: the foreground rate of the labeled train masks at the profile's size (never val, test or the
+    unlabeled pool); the same function the VLM's calibration uses, so the two cannot disagree."""
+    from .atomic import torch_save
+    from .data.tensors import foreground_rate
+
+    masks = ctx.arrays["labeled"].masks
+    pi = foreground_rate(masks)
+    torch_save({"net": {"pi": torch.tensor(pi)}}, out / "best.pt")
+    return {"pi": pi, "n_images": int(masks.shape[0])}
+
+
+STAGES = {"static_teacher": static_teacher, "bcp_pretrain": bcp_pretrain, "label_rate": label_rate}
 STAGES["vlm_pretrain"] = vlm_pretrain

@@ -280,25 +280,32 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     torch.manual_seed(0)
     m = build_method(variant, TINY)
     specs = m.stages()
+    assert specs[0].kind == "label_rate"
+    with pytest.raises(RuntimeError, match="label_rate stage"):
+        m.base_rate()
+    m.attach("label_rate", {"pi": torch.tensor(0.2)})  # stands in for the stage
     if variant != "dusss-no_text_refine":
-        assert [s.kind for s in specs] == ["vlm_pretrain"] and specs[0].params["sss"] is True
+        assert [s.kind for s in specs] == ["label_rate", "vlm_pretrain"] and specs[1].params["sss"] is True
         # the VLM's image encoder has the student U-Net's depth (3 here), unless vlm_depth says otherwise
-        assert specs[0].params["depth"] == 3 and not hasattr(m.vlm.image.encoder, "layer3")
-        assert build_method(variant, TINY, vlm_depth=4).stages()[0].params["depth"] == 4
-        pre = VLM.from_params(specs[0].params)
+        assert specs[1].params["depth"] == 3 and not hasattr(m.vlm.image.encoder, "layer3")
+        assert build_method(variant, TINY, vlm_depth=4).stages()[1].params["depth"] == 4
+        pre = VLM.from_params(specs[1].params)
+        pre.calib.copy_(torch.tensor([2.0, -1.0, 0.3]))  # calibrated on other labeled masks: refused
+        with pytest.raises(ValueError, match="another split"):
+            m.attach("vlm_pretrain", pre.state_dict())
         pre.calib.copy_(torch.tensor([2.0, -1.0, 0.2]))  # stands in for the pretrained stage
         m.attach("vlm_pretrain", pre.state_dict())
         assert m.phrase_g.abs().sum() > 0
         vlm_before = {k: v.clone() for k, v in m.vlm.state_dict().items()}
     else:
-        assert specs == [] and m.vlm is None
+        assert len(specs) == 1 and m.vlm is None
     before = {n: p.clone() for n, p in m.student.named_parameters()}
     cfg = TrainConfig(epochs=1, batch_labeled=2, batch_unlabeled=2, steps_per_epoch=2, progress=False)
     t = Trainer(m, cfg, lab, val, unl, tmp_path)
     t.fit(resume=False)
     h = t.history[-1]
     assert np.isfinite(h["loss"]) and np.isfinite(h["Lu"])
-    assert 0 < h["pi"] < 1 and m.label_rate[1] > 0
+    assert h["pi"] == pytest.approx(0.2) and float(m.base_rate()) == pytest.approx(0.2)  # one pi, never re-estimated
     assert (m.align_bias != 0) == (variant == "dusss-align")  # the base-rate controller runs only when on
     assert any(not torch.equal(before[n], p) for n, p in m.student.named_parameters())
     opt_ids = {id(p) for g in t.opt.param_groups for p in g["params"]}
@@ -336,9 +343,12 @@ def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one
     d = r["pseudo_label_dice"]
     assert d["n"] == len(parts["unlabeled"]) > 0
     assert 0 <= d["teacher"] <= 1 and 0 <= d["refined"] <= 1
-    st = r["stages"][0]
+    rate, st = r["stages"]
     assert st["kind"] == "vlm_pretrain" and "ground" in st["final"]
     assert st["calibration"]["n_images"] == len(parts["labeled"])
+    # one pi: the label_rate stage's, which the VLM's calibration reproduces from the same labeled masks
+    assert rate["kind"] == "label_rate" and rate["n_images"] == len(parts["labeled"])
+    assert 0 < rate["pi"] < 1 and st["calibration"]["pi"] == pytest.approx(rate["pi"], abs=1e-7)
 
 
 def test_image_encoder_takes_its_local_map_from_the_deepest_stage_it_has():

@@ -17,6 +17,15 @@ def resize_pair(img: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np
     return im, np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
 
 
+def foreground_rate(masks: torch.Tensor, eps: float = 1e-4) -> float:
+    """The share of foreground pixels over all ``masks`` (any shape), clamped to [eps, 1 - eps] so that its
+    logit is finite: the labeled foreground base rate pi of DuSSS (the ``label_rate`` stage,
+    :func:`busnb.stages.label_rate`) and of the VLM's calibration (:func:`busnb.vlm.pretrain.calibrate`)."""
+    if masks.numel() == 0:
+        raise ValueError("foreground_rate: no mask pixels (no labeled images?)")
+    return float(masks.float().mean().clamp(eps, 1 - eps))
+
+
 class SegArrays(torch.utils.data.Dataset):
     """Images (N,1,S,S) float in [0,1] and masks (N,1,S,S) float {0,1}, held in memory.
 

@@ -14,6 +14,14 @@ p_T = teacher probability (EMA of the student, decay 0.99), m = the VLM's calibr
 Platt-scaled on the labeled train masks), pi = the labeled foreground base rate, beta = ``refine_weight``,
 w(t) = sigmoid ramp-up over ``rampup_steps`` (None: the whole run).
 
+**pi, once.** pi is the share of lesion pixels in the labeled train masks at the training size, computed once
+before the main loop by the ``label_rate`` stage (:func:`busnb.stages.label_rate`, with
+:func:`busnb.data.tensors.foreground_rate`) and attached to the method; the fusion's prior and the alignment's
+target both read it (:meth:`DuSSS.base_rate`). The VLM's Platt calibration stores the same number (``vlm.calib[2]``,
+same function, same masks); attaching a VLM calibrated on other masks is refused. (Earlier versions had two
+estimates of this one number: the alignment tracked a running mean over the labeled batches, the fusion read
+``calib[2]``.)
+
 **Base-rate alignment** (``align``; **off by default**, an addition to DuSSS, variant ``dusss-align``): b is moved
 every step by an integral controller (:func:`align_update`, gain ``align_gain``) until the foreground rate of the
 targets y_r equals the labeled masks' rate pi (b = 0 with ``align`` off). Only labeled train masks enter pi. Why:
@@ -97,7 +105,7 @@ class DuSSS(Method):
                  lambda_u: float = 1.0, ema_decay: float = 0.99, rampup_steps: int | None = 1000, noise: float = 0.05,
                  refine_weight: float = 1.0, text: str = "scratch", vlm_epochs: int | None = None,
                  phrases: tuple | list | None = None, target: str = "soft", align: bool = False,
-                 align_gain: float = 0.02, rate_momentum: float = 0.99, vlm_depth: int | None = None):
+                 align_gain: float = 0.02, vlm_depth: int | None = None):
         super().__init__(make_net)
         if target not in ("soft", "hard"):
             raise ValueError(f"dusss: target must be 'soft' or 'hard', got {target!r}")
@@ -107,12 +115,13 @@ class DuSSS(Method):
         self.opts = dict(dcl=dcl, sss=sss, text_refine=text_refine, lambda_u=lambda_u, ema_decay=ema_decay,
                          rampup_steps=rampup_steps, noise=noise, refine_weight=refine_weight, text=text,
                          vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES), grounding=grounding,
-                         target=target, align=align, align_gain=align_gain, rate_momentum=rate_momentum,
+                         target=target, align=align, align_gain=align_gain,
                          vlm_depth=vlm_depth or getattr(self.student, "depth", 5))
-        # the labeled foreground rate pi as a bias-corrected running mean (sum, weight) and the alignment's
-        # log-odds shift b: buffers, so they resume with the checkpoint (capturable: no host sync, no branches)
-        self.register_buffer("label_rate", torch.zeros(2))
+        # pi (the label_rate stage; NaN until attached) and the alignment's log-odds shift b: buffers, so they
+        # move with the method's device and resume with the checkpoint (capturable: no host sync, no branches)
+        self.register_buffer("pi", torch.full((), float("nan")))
         self.register_buffer("align_bias", torch.zeros(()))
+        self._pi_attached = False
         self.vlm = None
         if text_refine:
             from ..vlm.model import VLM
@@ -128,18 +137,32 @@ class DuSSS(Method):
                             grounding=o["grounding"], depth=o["vlm_depth"])
 
     def stages(self):
-        if not self.opts["text_refine"]:
-            return []
+        """``label_rate`` (pi) always; ``vlm_pretrain`` with the text refinement."""
         from ..stages import StageSpec
 
-        return [StageSpec("vlm_pretrain", self.stage_params())]
+        specs = [StageSpec("label_rate")]
+        if self.opts["text_refine"]:
+            specs.append(StageSpec("vlm_pretrain", self.stage_params()))
+        return specs
 
     def attach(self, kind, state):
-        """The pretrained VLM (frozen) and the embeddings of the lesion phrases."""
+        """pi from the ``label_rate`` stage; the pretrained VLM (frozen) and the embeddings of the lesion phrases
+        from ``vlm_pretrain``. A VLM whose calibration saw another labeled foreground rate than the attached pi
+        (a stage of another split) is refused."""
+        if kind == "label_rate":
+            self.pi.fill_(float(state["pi"]))
+            self._pi_attached = True
+            return None
         if kind != "vlm_pretrain" or self.vlm is None:
             return super().attach(kind, state)
         from ..vlm.pretrain import phrase_embeddings
 
+        cal_pi = float(state["calib"][2])
+        if self._pi_attached and abs(cal_pi - float(self.pi)) > 1e-6:
+            raise ValueError(f"dusss: the VLM was calibrated on labeled masks with foreground rate {cal_pi:.6f}, but "
+                             f"this run's labeled masks have {float(self.pi):.6f}: the vlm_pretrain stage belongs to "
+                             "another split or ratio. Fix: let the experiment run the stage for this split "
+                             "(busnb train ...), or pass the matching stage.")
         self.vlm.load_state_dict(state)
         self.vlm.eval()
         dev = self.phrase_g.device
@@ -153,16 +176,17 @@ class DuSSS(Method):
         return self
 
     def base_rate(self) -> torch.Tensor:
-        """pi: the labeled masks' foreground rate, a bias-corrected running mean over the labeled batches."""
-        s, w = self.label_rate[0], self.label_rate[1]
-        return torch.where(w > 0, s / w.clamp_min(1e-12), torch.full_like(s, 0.5))
+        """pi: the labeled train masks' foreground rate from the ``label_rate`` stage (module docstring)."""
+        if not self._pi_attached:
+            raise RuntimeError("dusss: pi (the labeled foreground rate) comes from its label_rate stage, which was "
+                               "not attached. Fix: train through `busnb train` / run_experiment (they run the stage), "
+                               "or call method.attach('label_rate', {'pi': rate}) first.")
+        return self.pi
 
     @torch.no_grad()
-    def align_step(self, y_l: torch.Tensor, y_target: torch.Tensor) -> None:
-        """Track pi on the labeled batch and move b by :func:`align_update` towards targets (the refined
-        pseudo-labels the student learns) whose foreground rate is pi (module docstring)."""
-        a = self.opts["rate_momentum"]
-        self.label_rate.mul_(a).add_(torch.stack([y_l.float().mean(), torch.ones((), device=y_l.device)]) * (1 - a))
+    def align_step(self, y_target: torch.Tensor) -> None:
+        """Move b by :func:`align_update` towards targets (the refined pseudo-labels the student learns) whose
+        foreground rate is pi (module docstring); nothing with ``align`` off."""
         if self.opts["align"]:
             frac = (y_target > 0.5).float().mean()
             self.align_bias.copy_(align_update(self.align_bias, self.base_rate(), frac, self.opts["align_gain"]))
@@ -178,14 +202,14 @@ class DuSSS(Method):
             return {"teacher": p_t, "aligned": p_a, "map": None, "refined": p_a}
         m = self.vlm.map_prob(x_u, self.phrase_g).float()
         return {"teacher": p_t, "aligned": p_a, "map": m,
-                "refined": fuse_log_odds(p_a, m, self.vlm.calib[2], self.opts["refine_weight"])}
+                "refined": fuse_log_odds(p_a, m, self.base_rate(), self.opts["refine_weight"])}
 
     def loss(self, batch_l, batch_u, step):
         o = self.opts
         x_u = batch_u["image"]
         ls = self.supervised(batch_l)
         pl = self.pseudo_labels(x_u)
-        self.align_step(batch_l["mask"], pl["refined"])
+        self.align_step(pl["refined"])
         y = pl["refined"]
         if o["target"] == "hard":
             y = (y > 0.5).float()

@@ -107,8 +107,10 @@ def phrase_embeddings(vlm: VLM, phrases=LESION_PHRASES) -> torch.Tensor:
 
 def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESION_PHRASES, steps: int = 200) -> dict:
     """Platt scaling of the activation map on **labeled train** images: (a, b) of sigmoid(a z + b) fitted by
-    logistic regression of the mask on the standardised map z, and the foreground base rate pi; written into
-    ``vlm.calib``. Returns the fit (a, b, pi, pixel AUC-free log-loss before / after)."""
+    logistic regression of the mask on the standardised map z, and the foreground base rate pi
+    (:func:`busnb.data.tensors.foreground_rate`, as the ``label_rate`` stage computes it); written into ``vlm.calib``. Returns the fit (a, b, pi, pixel AUC-free log-loss before / after)."""
+    from ..data.tensors import foreground_rate
+
     dev = next(vlm.parameters()).device
     vlm.eval()
     vlm.calib.copy_(torch.tensor([1.0, 0.0, 0.5]))
@@ -131,7 +133,7 @@ def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESIO
         return loss
 
     opt.step(closure)
-    pi = float(y.mean().clamp(1e-4, 1 - 1e-4))
+    pi = foreground_rate(masks)  # the same number as the DuSSS label_rate stage's
     with torch.no_grad():
         prior_loss = float(F.binary_cross_entropy(torch.full_like(y, pi), y))
         fit_loss = float(F.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y))
