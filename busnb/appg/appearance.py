@@ -71,9 +71,12 @@ class AppearanceParams:
     """Settings of :class:`AppearanceBackend`; all of them enter the pseudo-label cache key.
 
     ``algorithm`` names the version of the steps in the module docstring, so labels cached by an
-    older algorithm are never reused silently when the code changes."""
+    older algorithm are never reused silently when the code changes. ``v2.1``: suppression of step 8 compares
+    the padded boxes that :meth:`AppearanceBackend.detect` returns (``v2`` compared the unpadded candidate
+    boxes and could return boxes overlapping by IoU up to 0.65); the first box, hence every top-1
+    pseudo-label, is the same as ``v2``'s, but ``box_policy="union"`` labels can differ."""
 
-    algorithm: str = "v2-extent-vote-conf"
+    algorithm: str = "v2.1-extent-vote-conf"
     work_size: int = 256
     median: int = 5
     sigma: float = 2.0
@@ -414,14 +417,15 @@ class AppearanceBackend:
             if len(dets) >= top_k:
                 break
             c = self.extend(cands, i)
-            if any(box_iou(c["box"], k) >= nms_iou for k in kept):
+            padded = self.padded_box(c["box"], c["region"].shape)  # the box returned: suppress on it
+            if any(box_iou(padded, k) >= nms_iou for k in kept):
                 continue
-            kept.append(c["box"])
+            kept.append(padded)
             sc = self.calibrated_score(c["score"])
             if sc < box_threshold:
                 continue
             s = c["scale"]
-            box = [v / s for v in self.padded_box(c["box"], c["region"].shape)]
+            box = [v / s for v in padded]
             dets.append(Detection(box=tuple(float(b) for b in box), score=sc, phrase=c["phrase"],
                                   extra={"seed": c, "raw_score": float(c["score"]),
                                          "box_score": self.box_score(c["score"])}))
