@@ -169,6 +169,28 @@ def _batches(arrays, n_l=2, n_u=2):
     return lab.batch(torch.arange(n_l)), unl.batch(torch.arange(n_u))
 
 
+@pytest.mark.parametrize("student_noise", [False, True])
+def test_mean_teacher_perturbs_the_teachers_input_and_the_student_only_when_asked(arrays, student_noise):
+    """SSL4MIS's Mean Teacher: the student sees the unlabeled batch clean, the EMA teacher a noisy copy
+    (clipped N(0, 0.1^2)); ``student_noise=True`` (the original paper's form) perturbs the student's too."""
+    torch.manual_seed(0)
+    m = build_method("mean_teacher-student_noise" if student_noise else "mean_teacher", TINY)
+    seen = {"student": [], "teacher": []}
+    for name in seen:
+        getattr(m, name).register_forward_pre_hook(lambda mod, args, name=name: seen[name].append(args[0].clone()))
+    m.total_steps = 10
+    bl, bu = _batches(arrays)
+    m.loss(bl, bu, 0)
+    x_u = bu["image"]
+    student_u = [x for x in seen["student"] if x.shape == x_u.shape and not torch.equal(x, bl["image"])]
+    assert len(seen["teacher"]) == 1 and len(student_u) == 1
+    t_noise = seen["teacher"][0] - x_u
+    assert 0 < t_noise.abs().max() <= 0.2 + 1e-6
+    assert torch.equal(student_u[0], x_u) is (not student_noise)
+    if student_noise:
+        assert not torch.allclose(student_u[0] - x_u, t_noise)  # its own draw
+
+
 @pytest.mark.parametrize("name", ["mean_teacher", "cps"])
 def test_unsupervised_weight_ramps_up_from_zero(name, arrays):
     """w(t) = 0.1 exp(-5 (1 - t/T)^2): ~0 at the first step (0.1 e^-5 = 6.7e-4), 0.1 from t = T on; with

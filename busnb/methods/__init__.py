@@ -29,7 +29,8 @@ DUAL_UNCERTAINTY_ABLATION = {
 VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLATION, **DUAL_UNCERTAINTY_ABLATION,
                                          "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"}),
                                          "cps-joint_bn": ("cps", {"joint_bn": True}),
-                                         "bcp-no_largest_cc": ("bcp", {"largest_cc": False})}
+                                         "bcp-no_largest_cc": ("bcp", {"largest_cc": False}),
+                                         "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

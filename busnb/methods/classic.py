@@ -27,10 +27,15 @@ class MeanTeacher(Method):
     """Mean Teacher (Tarvainen & Valpola 2017), in the form of the medical re-implementation its segmentation
     results are usually quoted from (SSL4MIS, ``train_mean_teacher_2D``):
 
-    L = L_s + w(t) * MSE(sigmoid(student(x_u + n)), sigmoid(teacher(x_u + n'))), n, n' = clip(N(0, noise^2),
-    -2 noise, 2 noise) (noise 0.1); teacher = EMA of the student, decay a = min(ema_decay, (t + 1) / (t + 10)),
-    ema_decay 0.99; w(t) = lambda_u * exp(-5 (1 - t / T)^2) (the paper's sigmoid ramp-up), lambda_u = 0.1,
-    T = ``rampup_steps`` or, when None, the whole run (SSL4MIS: 200 x 150 of its 30,000 iterations).
+    L = L_s + w(t) * MSE(sigmoid(student(x_u)), sigmoid(teacher(x_u + n))), n = clip(N(0, noise^2), -2 noise,
+    2 noise) (noise 0.1): the student sees the unlabeled images clean and only the teacher's input is perturbed, as
+    SSL4MIS does (``student_noise=True``: the student's input gets its own draw n' too, the original paper's form and
+    this class's default until the 2026-11-24 session; variant ``mean_teacher-student_noise``); teacher = EMA of the
+    student, decay a = min(ema_decay, (t + 1) / (t + 10)), ema_decay 0.99; w(t) = lambda_u * exp(-5 (1 - t / T)^2)
+    (the paper's sigmoid ramp-up), lambda_u = 0.1, T = ``rampup_steps`` or, when None, the whole run (SSL4MIS:
+    200 x 150 of its 30,000 iterations). Not followed: SSL4MIS passes labeled and unlabeled images through the
+    student as one batch; here they go through it separately (batch-norm statistics apart, as for ``cps``, whose
+    joint batch over-segments BUSI).
     ``optimizer``: "shared" (default) = the profile's Adam, as every method in the comparison; "paper" = SGD
     lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per iteration. Weak augmentation (flip, rotation) is
     the profile's ``augment="weak"``, applied by the trainer to every method alike."""
@@ -39,12 +44,12 @@ class MeanTeacher(Method):
     needs_unlabeled = True
 
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
-                 rampup_steps: int | None = None, optimizer: str = "shared"):
+                 rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
-                         optimizer=optimizer)
+                         optimizer=optimizer, student_noise=bool(student_noise))
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], SSL4MIS_SGD, "mean_teacher")
@@ -58,7 +63,8 @@ class MeanTeacher(Method):
         o = self.opts
         x_u = batch_u["image"]
         ls = self.supervised(batch_l)
-        p_s = torch.sigmoid(self.student(x_u + input_noise(x_u, o["noise"])).float())
+        x_s = x_u + input_noise(x_u, o["noise"]) if o["student_noise"] else x_u
+        p_s = torch.sigmoid(self.student(x_s).float())
         with torch.no_grad():
             p_t = torch.sigmoid(self.teacher(x_u + input_noise(x_u, o["noise"])).float())
         lu = F.mse_loss(p_s, p_t)
