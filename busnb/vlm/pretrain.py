@@ -108,7 +108,8 @@ def phrase_embeddings(vlm: VLM, phrases=LESION_PHRASES) -> torch.Tensor:
 def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESION_PHRASES, steps: int = 200) -> dict:
     """Platt scaling of the activation map on **labeled train** images: (a, b) of sigmoid(a z + b) fitted by
     logistic regression of the mask on the standardised map z, and the foreground base rate pi
-    (:func:`busnb.data.tensors.foreground_rate`, as the ``label_rate`` stage computes it); written into ``vlm.calib``. Returns the fit (a, b, pi, pixel AUC-free log-loss before / after)."""
+    (:func:`busnb.data.tensors.foreground_rate`, as the ``label_rate`` stage computes it); written into
+    ``vlm.calib``. Returns the fit (a, b, pi, pixel AUC-free log-loss before / after)."""
     from ..data.tensors import foreground_rate
 
     dev = next(vlm.parameters()).device
