@@ -268,13 +268,39 @@ def test_dusss_rejects_an_unknown_target():
         build_method("dusss-no_text_refine", TINY, target="binary")
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_dusss_student_sees_the_unlabeled_batch_clean_unless_noise_is_asked(noise, phantom_small):
+    """Default ``noise=0``: the student's unlabeled input is x_u itself (as this repo's Mean Teacher); the variant
+    ``dusss-student_noise`` (noise 0.05, the former default) gives it a perturbed copy, the teacher x_u clean."""
+    from busnb.methods import VARIANTS, build_method
+
+    assert VARIANTS["dusss-student_noise"] == ("dusss", {"noise": 0.05})
+    assert build_method("dusss-no_text_refine", TINY).opts["noise"] == 0  # the default
+    arr = SegArrays(phantom_small[:4], 32)
+    bl, bu = arr.batch(torch.arange(2)), arr.batch(torch.arange(2, 4))
+    torch.manual_seed(0)
+    m = build_method("dusss-no_text_refine", TINY, noise=noise, rampup_steps=10)
+    m.attach("label_rate", {"pi": torch.tensor(0.2)})
+    seen = {"student": [], "teacher": []}
+    for name in seen:
+        getattr(m, name).register_forward_pre_hook(lambda mod, args, name=name: seen[name].append(args[0].clone()))
+    m.loss(bl, bu, 0)
+    x_u = bu["image"]
+    assert len(seen["teacher"]) == 1 and torch.equal(seen["teacher"][0], x_u)
+    student_u = [x for x in seen["student"] if not torch.equal(x, bl["image"])]
+    assert len(student_u) == 1
+    assert torch.equal(student_u[0], x_u) is (noise == 0)
+    if noise:
+        assert 0.02 < float((student_u[0] - x_u).std()) < 0.08
+
+
 @pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine", "dusss-align"])
 def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     from busnb.methods import GROUPS, build_method
     from busnb.train import TrainConfig, Trainer
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
-                                       "dusss-no_text_refine", "dusss-align")
+                                       "dusss-no_text_refine", "dusss-align", "dusss-student_noise")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
