@@ -352,6 +352,25 @@ def test_bcp_paper_optimizer_reaches_its_pretraining_stage():
     assert BCPPretrain(TINY, **spec.params).optimizer_recipe()["lr"] == 0.01
 
 
+def test_bcp_plain_pretrain_variant_trains_its_stage_without_copy_paste(arrays):
+    """``bcp-plain_pretrain`` (a diagnostic): its stage is plain supervised training on the labeled batch (loss =
+    BCE + Dice of the clean images), under its own stage key; BCP's own stage mixes the images."""
+    from busnb.losses import bce_dice
+    from busnb.methods.classic import BCPPretrain
+
+    (spec,) = build_method("bcp-plain_pretrain", TINY).stages()
+    assert spec.kind == "bcp_pretrain" and spec.params == {"copy_paste": False}
+    bl, _ = _batches(arrays, n_l=3)
+    torch.manual_seed(0)
+    plain, cp = BCPPretrain(TINY, **spec.params), BCPPretrain(TINY)
+    cp.load_state_dict(plain.state_dict())
+    plain.eval(), cp.eval()
+    with torch.no_grad():
+        want = bce_dice(plain.student(bl["image"]), bl["mask"])
+        assert torch.allclose(plain.loss(bl, None, 0)[0], want)
+        assert not torch.allclose(cp.loss(bl, None, 0)[0], want)
+
+
 def test_cps_default_keeps_labeled_batch_norm_statistics_apart():
     """Default (the CPS authors' release): each network sees the labeled and the unlabeled images in separate
     forward passes, so in training mode the labeled outputs do not depend on the unlabeled batch; with

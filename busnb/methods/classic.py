@@ -200,20 +200,25 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
 
 class BCPPretrain(Method):
     """BCP stage 1: supervised with copy-paste between labeled images: x = x_a M + x_b (1-M), y likewise.
-    ``optimizer`` as :class:`BCP` ("paper": SGD lr 0.01, momentum 0.9, weight decay 1e-4, constant)."""
+    ``copy_paste=False``: plain supervised training on the labeled images instead (a diagnostic, variant
+    ``bcp-plain_pretrain``: not BCP's recipe). ``optimizer`` as :class:`BCP` ("paper": SGD lr 0.01, momentum 0.9,
+    weight decay 1e-4, constant)."""
 
     name = "bcp_pretrain"
 
-    def __init__(self, make_net, optimizer: str = "shared"):
+    def __init__(self, make_net, optimizer: str = "shared", copy_paste: bool = True):
         super().__init__(make_net)
         paper_or_shared(optimizer, BCP_SGD, "bcp_pretrain")
-        self.opts = dict(optimizer=optimizer)
+        self.opts = dict(optimizer=optimizer, copy_paste=bool(copy_paste))
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], BCP_SGD, "bcp_pretrain")
 
     def loss(self, batch_l, batch_u, step):
         x, y = batch_l["image"], batch_l["mask"]
+        if not self.opts["copy_paste"]:
+            ls = self.supervised(batch_l)
+            return ls, {"Ls": ls.detach()}
         m = copy_paste_mask(x.shape, device=x.device)
         xr, yr = torch.roll(x, 1, 0), torch.roll(y, 1, 0)  # each image pasted with its neighbour in the batch
         xm, ym = x * m + xr * (1 - m), y * m + yr * (1 - m)
@@ -232,17 +237,19 @@ class BCP(Method):
     ``optimizer``: "shared" (default, the profile's Adam) or "paper" = the release's SGD lr 0.01, momentum 0.9,
     weight decay 1e-4, constant, for the pre-training stage too. Weak augmentation: the profile's
     ``augment="weak"``. Not followed: the release keeps its EMA teacher in training mode (batch statistics);
-    here, as for every teacher in this repo, it runs in eval mode."""
+    here, as for every teacher in this repo, it runs in eval mode. ``pretrain_copy_paste=False`` (variant
+    ``bcp-plain_pretrain``, a diagnostic, not BCP's recipe): stage 1 is plain supervised training."""
 
     name = "bcp"
     needs_unlabeled = True
 
     def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99, optimizer: str = "shared",
-                 largest_cc: bool = True):
+                 largest_cc: bool = True, pretrain_copy_paste: bool = True):
         super().__init__(make_net)
         paper_or_shared(optimizer, BCP_SGD, "bcp")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
-        self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer, largest_cc=largest_cc)
+        self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer, largest_cc=largest_cc,
+                         pretrain_copy_paste=bool(pretrain_copy_paste))
         self.capturable = not largest_cc  # the component search runs on the host
 
     def optimizer_recipe(self):
@@ -257,7 +264,10 @@ class BCP(Method):
         """BCP's pre-training on the labeled images (copy-paste among them): the ``bcp_pretrain`` stage."""
         from ..stages import StageSpec
 
-        return [StageSpec("bcp_pretrain", {} if self.opts["optimizer"] == "shared" else {"optimizer": self.opts["optimizer"]})]
+        params = {} if self.opts["optimizer"] == "shared" else {"optimizer": self.opts["optimizer"]}
+        if not self.opts["pretrain_copy_paste"]:
+            params["copy_paste"] = False  # the default keeps its cached stage key
+        return [StageSpec("bcp_pretrain", params)]
 
     def attach(self, kind, state):
         """Student and teacher both start from the pre-trained network."""
