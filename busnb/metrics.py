@@ -84,3 +84,20 @@ def soft_dice_batch(prob, target, eps: float = 1e-6):
     inter = (p * t).sum(1)
     denom = p.sum(1) + t.sum(1)
     return ((2 * inter + eps) / (denom + eps))
+
+
+def pixel_auc(scores, labels) -> float:
+    """Area under the ROC curve of per-pixel ``scores`` for binary ``labels`` (any equal shapes, numpy or torch):
+    the probability that a random lesion pixel scores above a random background pixel, ties counted half
+    (Mann-Whitney U / (n1 n0), average ranks). 0.5 = no information, 1 = perfect ranking; NaN when one class is
+    absent. Used to report how informative a map is, independent of any threshold or calibration."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    t = np.asarray(labels).ravel() > 0.5
+    n1 = int(t.sum())
+    n0 = t.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[t].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))

@@ -16,12 +16,14 @@ def collect(run_dir: str | Path):
             continue
         variant = m.get("variant") or m["method"]
         pl = m.get("pseudo_label_dice") or {}
+        auc = m.get("map_auc") or {}
         rows.append({"dataset": m["dataset"], "method": variant, "ratio": m["ratio"], "seed": m["seed"],
                      "profile": m["profile"], "val_dice": m["best_val_dice"],
                      **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")},
                      "pl_teacher": pl.get("teacher", float("nan")),
                      "pl_aligned": pl.get("aligned", pl.get("teacher", float("nan"))),  # no alignment: the teacher's
                      "pl_refined": pl.get("refined", float("nan")),
+                     "auc_teacher": auc.get("teacher", float("nan")), "auc_map": auc.get("map", float("nan")),
                      "val_empty_max": max_val_empty(p.parent / "history.json"), "path": str(p.parent)})
     return pd.DataFrame(rows)
 
@@ -142,7 +144,8 @@ def report_tables(df) -> dict:
 def pseudo_label_table(df):
     """Runs that report the Dice of their pseudo-labels on the unlabeled pool (``dusss``: the final teacher's
     raw, base-rate aligned and text-refined; reporting only): one row per dataset, method and ratio, mean ± std
-    over seeds in %, and the text map's own change (refined - aligned; runs without alignment: - teacher)."""
+    over seeds in %, the text map's own change (refined - aligned; runs without alignment: - teacher), and the
+    pixel ROC AUC of the teacher's probability and of the text map (``map_auc``; blank for runs without it)."""
     import pandas as pd
 
     g = df[df["pl_teacher"].notna()]
@@ -153,8 +156,15 @@ def pseudo_label_table(df):
                      "aligned (%)": _mean_std(gm["pl_aligned"], 100.0, 2),
                      "text-refined (%)": _mean_std(gm["pl_refined"], 100.0, 2),
                      "refined - aligned": _mean_std(gm["pl_refined"] - gm["pl_aligned"], 100.0, 2),
+                     "pixel AUC teacher": _auc(gm["auc_teacher"]), "pixel AUC text map": _auc(gm["auc_map"]),
                      "runs (seeds)": _runs(gm["seed"])})
     return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
+
+
+def _auc(col) -> str:
+    """'mean ± std' of AUCs with 3 decimals over the runs that report one; '' when none does."""
+    col = col.dropna()
+    return _mean_std(col, 1.0, 3) if len(col) else ""
 
 
 def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):

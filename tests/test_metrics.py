@@ -47,3 +47,18 @@ def test_empty_policies():
 def test_size_mismatch_raises():
     with pytest.raises(ValueError, match="differ"):
         score(sq(0, 0, 3), sq(0, 0, 3, (20, 20)))
+
+
+def test_pixel_auc_by_hand_and_against_pair_counting():
+    from busnb.metrics import pixel_auc
+
+    y = np.array([[0, 0, 1], [1, 0, 1]])
+    assert pixel_auc(y * 2.0 + 1, y) == 1.0          # every lesion pixel above every background pixel
+    assert pixel_auc(-y.astype(float), y) == 0.0     # reversed
+    assert pixel_auc(np.full(y.shape, 0.3), y) == 0.5  # constant: ties count half
+    assert np.isnan(pixel_auc(np.ones(4), np.zeros(4)))  # one class absent
+    rng = np.random.default_rng(0)
+    s, t = rng.integers(0, 5, 300).astype(float), rng.random(300) < 0.3  # many ties
+    pos, neg = s[t], s[~t]
+    want = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert pixel_auc(s, t) == pytest.approx(want, abs=1e-12)

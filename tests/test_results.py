@@ -71,7 +71,8 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     _write(tmp_path, "dusss", 10.0, 0, 0.60)
     f = tmp_path / "dusss-busi-r10.0-s0" / "metrics.json"
     f.write_text(json.dumps({**json.loads(f.read_text()),
-                             "pseudo_label_dice": {"teacher": 0.5, "aligned": 0.55, "refined": 0.56, "n": 400}}))
+                             "pseudo_label_dice": {"teacher": 0.5, "aligned": 0.55, "refined": 0.56, "n": 400},
+                             "map_auc": {"teacher": 0.885, "map": 0.627, "refined": 0.88, "n": 400, "stride": 1}}))
     _write(tmp_path, "dual_teacher", 2.5, 0, 0.60)
     tabs = report_tables(collect(tmp_path))
     pl = tabs["pseudo_labels"]
@@ -82,6 +83,8 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     row = pl.loc[("busi", "dusss", "10 %")]
     assert row["aligned (%)"] == "55.00" and row["teacher (%)"] == "50.00"
     assert row["refined - aligned"] == "1.00"  # the text map's own change, not the alignment's
+    assert row["pixel AUC teacher"] == "0.885" and row["pixel AUC text map"] == "0.627"
+    assert pl.loc[("busi", "dusss", "2.5 %")]["pixel AUC text map"] == ""  # runs from before map_auc
     assert len(pl) == 2  # the runs without pseudo-label Dice are not rows
     assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
 

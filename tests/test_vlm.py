@@ -345,6 +345,12 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
 
         d = pseudo_label_dice(m, unl)
         assert 0 <= d["teacher"] <= 1 and 0 <= d["refined"] <= 1 and d["n"] == len(unl)
+        from busnb.methods.dusss import map_auc
+
+        a = map_auc(m, unl)
+        assert set(a) == {"teacher", "map", "refined", "n", "stride"} and a["stride"] == 1
+        assert all(0 <= a[k] <= 1 for k in ("teacher", "map", "refined"))
+        assert map_auc(m, unl, max_pixels=len(unl) * 32 * 32 // 3)["stride"] == 3
 
 
 def test_vlm_pretrain_command_rejects_unknown_settings(capsys):
@@ -369,6 +375,7 @@ def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one
     d = r["pseudo_label_dice"]
     assert d["n"] == len(parts["unlabeled"]) > 0
     assert 0 <= d["teacher"] <= 1 and 0 <= d["refined"] <= 1
+    assert r["map_auc"]["n"] == d["n"] and 0 <= r["map_auc"]["map"] <= 1  # how informative the text map is
     rate, st = r["stages"]
     assert st["kind"] == "vlm_pretrain" and "ground" in st["final"]
     assert st["calibration"]["n_images"] == len(parts["labeled"])

@@ -233,8 +233,12 @@ class DuSSS(Method):
 
     def report(self, unlabeled) -> dict:
         """Dice of the final teacher's pseudo-labels on the unlabeled pool: raw, aligned and text-refined
-        (:func:`pseudo_label_dice`; with ``text_refine`` off there is no "refined")."""
-        return {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
+        (:func:`pseudo_label_dice`; with ``text_refine`` off there is no "refined"); with the text map, also how
+        informative the map is next to the teacher (:func:`map_auc`)."""
+        out = {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
+        if self.vlm is not None:
+            out["map_auc"] = map_auc(self, unlabeled)
+        return out
 
 
 ABLATION_DUSSS = {
@@ -268,3 +272,33 @@ def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float =
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
     method.train(was)
     return {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}
+
+
+@torch.no_grad()
+def map_auc(method: DuSSS, arrays, batch: int = 16, max_pixels: int = 2_000_000) -> dict:
+    """Pixel ROC AUC (:func:`busnb.metrics.pixel_auc`) against ``arrays``' masks of the teacher's probability p_T,
+    the text map m and the refined label y_r: how well each ranks lesion above background pixels, whatever its
+    calibration (0.5 = no information). A map whose AUC is far below the teacher's can only add noise to its
+    labels. Every k-th pixel is scored, k chosen so at most ``max_pixels`` are (deterministic). **Reporting
+    only**, like :func:`pseudo_label_dice`."""
+    import math
+
+    import numpy as np
+
+    from ..metrics import pixel_auc
+
+    dev = next(method.teacher.parameters()).device
+    was = method.training
+    method.eval()
+    n_pix = len(arrays) * int(np.prod(arrays.masks.shape[1:]))
+    k = max(1, math.ceil(n_pix / max_pixels))
+    d = {"teacher": [], "map": [], "refined": [], "mask": []}
+    for i in range(0, len(arrays), batch):
+        b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
+        pl = method.pseudo_labels(b["image"].to(dev), refine=True)
+        for key in ("teacher", "map", "refined"):
+            d[key].append(pl[key].float().flatten()[::k].cpu())
+        d["mask"].append(b["mask"].float().flatten()[::k])
+    method.train(was)
+    y = torch.cat(d.pop("mask")).numpy()
+    return {**{key: pixel_auc(torch.cat(v).numpy(), y) for key, v in d.items()}, "n": len(arrays), "stride": k}
