@@ -22,7 +22,7 @@ from .data import load_dataset
 from .data.tensors import SegArrays
 from .methods import VARIANTS, build_method
 from .models import build_model
-from .provenance import source_hash
+from .provenance import snapshot
 from .rundir import RunLock, check_identity, clean_tmp
 from .train import TrainConfig, Trainer, evaluate_and_write, seed_everything, train_config  # noqa: F401
 
@@ -82,7 +82,7 @@ def run_identity(profile: Profile, variant: str, parts: dict, method_kwargs: dic
     return {"variant": variant, "method_kwargs": method_kwargs or {}, "dataset": parts["dataset"],
             "split": parts["split_name"], "ratio": parts["ratio"], "seed": parts["seed"],
             "data_content": fp["content"], "data_ids": fp["ids"], "profile": profile.to_dict(),
-            "busnb_source": source_hash()}
+            "busnb_source": snapshot()}
 
 
 def run_experiment(profile: Profile, method: str = "supervised", dataset: str | None = None, ratio: float = 2.5,

@@ -19,8 +19,12 @@ def source_hash(*files: str) -> str:
     return h.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
 def git_state() -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the package."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the package, as it was when this
+    process first asked (cached, like :func:`source_hash`: a process runs the code it imported, so a checkout
+    switched to another commit during a run must not change what that run's ``metrics.json`` says).
+    :func:`snapshot` asks at the start of every run."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10)
 
@@ -32,6 +36,13 @@ def git_state() -> dict:
         return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+def snapshot() -> str:
+    """Fix this process's code version now - :func:`source_hash` and :func:`git_state`, both cached from here on -
+    and return the source hash. Called when a run's identity is formed, before any training."""
+    git_state()
+    return source_hash()
 
 
 def device_name(device) -> str:

@@ -56,7 +56,7 @@ def run_volume_experiment(profile: Profile, method: str = "supervised", ratio: f
     validation, score the test volumes once; returns (and writes) ``metrics.json``."""
     from ..atomic import write_json
     from ..methods import VARIANTS, build_method
-    from ..provenance import provenance, source_hash
+    from ..provenance import provenance, snapshot
     from ..rundir import RunLock, check_identity, clean_tmp
     from ..train import Trainer, save_table, seed_everything, train_config
 
@@ -76,7 +76,7 @@ def run_volume_experiment(profile: Profile, method: str = "supervised", ratio: f
     out = Path(out_dir)
     identity = {"variant": method, "method_kwargs": method_kwargs or {}, "dataset": "phantom3d",
                 "phantom": cfg.key(), "ratio": float(ratio), "seed": seed, "split": sp,
-                "profile": profile.to_dict(), "busnb_source": source_hash()}
+                "profile": profile.to_dict(), "busnb_source": snapshot()}
     with RunLock(out):
         clean_tmp(out, quiet=not progress)
         if check_identity(out, identity, force) == "finished":
