@@ -238,7 +238,10 @@ class BCP(Method):
     weight decay 1e-4, constant, for the pre-training stage too. Weak augmentation: the profile's
     ``augment="weak"``. Not followed: the release keeps its EMA teacher in training mode (batch statistics);
     here, as for every teacher in this repo, it runs in eval mode. ``pretrain_copy_paste=False`` (variant
-    ``bcp-plain_pretrain``, a diagnostic, not BCP's recipe): stage 1 is plain supervised training."""
+    ``bcp-plain_pretrain``, a diagnostic, not BCP's recipe): stage 1 is plain supervised training. Measured on
+    BUSI 10 %, 64 px, 45 epochs, split seeds 0-2 (``results/cpu-2026-11-24/d64e45-r10``): 55.58 +- 2.83 test Dice
+    against 50.24 +- 1.35 with the copy-paste stage 1 (supervised 55.31 +- 4.56): stage 2 stays near where stage 1
+    leaves it, so on BUSI the copy-paste pre-training is what costs."""
 
     name = "bcp"
     needs_unlabeled = True
