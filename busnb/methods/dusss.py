@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from ..losses import bce_dice
@@ -233,12 +234,9 @@ class DuSSS(Method):
 
     def report(self, unlabeled) -> dict:
         """Dice of the final teacher's pseudo-labels on the unlabeled pool: raw, aligned and text-refined
-        (:func:`pseudo_label_dice`; with ``text_refine`` off there is no "refined"); with the text map, also how
-        informative the map is next to the teacher (:func:`map_auc`)."""
-        out = {"pseudo_label_dice": pseudo_label_dice(self, unlabeled)}
-        if self.vlm is not None:
-            out["map_auc"] = map_auc(self, unlabeled)
-        return out
+        (with ``text_refine`` off there is no "refined"); with the text map, also how informative the map is next
+        to the teacher: :func:`pool_report`, one pass over the pool."""
+        return pool_report(self, unlabeled)
 
 
 ABLATION_DUSSS = {
@@ -252,53 +250,55 @@ ABLATION_DUSSS = {
 
 
 @torch.no_grad()
-def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
-    """Mean per-image Dice of the teacher's pseudo-labels - raw (``teacher``), base-rate aligned (``aligned``,
-    only with ``align`` on) and text-refined (``refined``, only with a VLM) - against ``arrays``' masks: a label
-    that would repeat another is not scored. **Reporting only** (e.g. on the unlabeled pool after training):
-    nothing is fitted or selected on it."""
-    from ..metrics import soft_dice_batch
+def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, auc: bool = True,
+                max_pixels: int = 2_000_000) -> dict:
+    """One pass of the final teacher over ``arrays`` (e.g. the unlabeled pool after training), scored against their
+    masks. **Reporting only**: nothing is fitted or selected on it.
+
+    * ``pseudo_label_dice``: mean per-image Dice (threshold ``threshold``) of the pseudo-labels - raw (``teacher``),
+      base-rate aligned (``aligned``, only with ``align`` on) and text-refined (``refined``, only with a VLM); a
+      label that would repeat another is not scored;
+    * ``map_auc`` (with a VLM and ``auc``): pixel ROC AUC (:func:`busnb.metrics.pixel_auc`) of the teacher's
+      probability p_T, the text map m and the refined label y_r - how well each ranks lesion above background
+      pixels, whatever its calibration (0.5 = no information; a map far below the teacher can only add noise to
+      its labels). Every k-th pixel is scored, k chosen so at most ``max_pixels`` are (deterministic)."""
+    import math
+
+    from ..metrics import pixel_auc, soft_dice_batch
 
     dev = next(method.teacher.parameters()).device
     was = method.training
     method.eval()
     d = {"teacher": [], **({"aligned": []} if method.opts["align"] else {}),
          **({"refined": []} if method.vlm is not None else {})}
+    auc = auc and method.vlm is not None
+    stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
+    px = {"teacher": [], "map": [], "refined": [], "mask": []}
     for i in range(0, len(arrays), batch):
         b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
         x, y = b["image"].to(dev), b["mask"].to(dev)
         pl = method.pseudo_labels(x, refine=True)
         for k in d:
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
+        if auc:
+            for k in px:
+                px[k].append((y if k == "mask" else pl[k]).float().flatten()[::stride].cpu())
     method.train(was)
-    return {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}
+    out = {"pseudo_label_dice": {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}}
+    if auc:
+        y = torch.cat(px.pop("mask")).numpy()
+        out["map_auc"] = {**{k: pixel_auc(torch.cat(v).numpy(), y) for k, v in px.items()}, "n": len(arrays),
+                          "stride": stride}
+    return out
 
 
-@torch.no_grad()
+def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
+    """The ``pseudo_label_dice`` part of :func:`pool_report`."""
+    return pool_report(method, arrays, batch, threshold, auc=False)["pseudo_label_dice"]
+
+
 def map_auc(method: DuSSS, arrays, batch: int = 16, max_pixels: int = 2_000_000) -> dict:
-    """Pixel ROC AUC (:func:`busnb.metrics.pixel_auc`) against ``arrays``' masks of the teacher's probability p_T,
-    the text map m and the refined label y_r: how well each ranks lesion above background pixels, whatever its
-    calibration (0.5 = no information). A map whose AUC is far below the teacher's can only add noise to its
-    labels. Every k-th pixel is scored, k chosen so at most ``max_pixels`` are (deterministic). **Reporting
-    only**, like :func:`pseudo_label_dice`."""
-    import math
-
-    import numpy as np
-
-    from ..metrics import pixel_auc
-
-    dev = next(method.teacher.parameters()).device
-    was = method.training
-    method.eval()
-    n_pix = len(arrays) * int(np.prod(arrays.masks.shape[1:]))
-    k = max(1, math.ceil(n_pix / max_pixels))
-    d = {"teacher": [], "map": [], "refined": [], "mask": []}
-    for i in range(0, len(arrays), batch):
-        b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
-        pl = method.pseudo_labels(b["image"].to(dev), refine=True)
-        for key in ("teacher", "map", "refined"):
-            d[key].append(pl[key].float().flatten()[::k].cpu())
-        d["mask"].append(b["mask"].float().flatten()[::k])
-    method.train(was)
-    y = torch.cat(d.pop("mask")).numpy()
-    return {**{key: pixel_auc(torch.cat(v).numpy(), y) for key, v in d.items()}, "n": len(arrays), "stride": k}
+    """The ``map_auc`` part of :func:`pool_report` (a method with a VLM only)."""
+    if method.vlm is None:
+        raise ValueError("map_auc: this dusss has no text map (text_refine=False)")
+    return pool_report(method, arrays, batch, max_pixels=max_pixels)["map_auc"]
