@@ -45,7 +45,8 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing=(1.0, 1.0)) -> n
 
 
 def score(pred: np.ndarray, gt: np.ndarray, empty_policy: str = "diagonal", spacing=(1.0, 1.0)) -> dict:
-    """All metrics of one image as a dict (with flags ``empty_pred`` and ``empty_gt``)."""
+    """All metrics of one image as a dict (with flags ``empty_pred`` and ``empty_gt``, and the foreground
+    fractions ``gt_frac`` / ``pred_frac`` of the image: what :func:`busnb.results.size_table` stratifies by)."""
     if empty_policy not in EMPTY_POLICIES:
         raise ValueError(f"empty_policy must be one of {EMPTY_POLICIES}")
     if pred.shape != gt.shape:
@@ -61,7 +62,8 @@ def score(pred: np.ndarray, gt: np.ndarray, empty_policy: str = "diagonal", spac
     else:
         sd = surface_distances(p, g, spacing)
         hd, asd = float(np.percentile(sd, 95)), float(sd.mean())
-    return {"dice": d, "iou": j, "hd95": hd, "asd": asd, "empty_pred": ep, "empty_gt": eg}
+    return {"dice": d, "iou": j, "hd95": hd, "asd": asd, "empty_pred": ep, "empty_gt": eg,
+            "gt_frac": float(g.mean()), "pred_frac": float(p.mean())}
 
 
 def summarize(rows: list[dict], keys=("dice", "iou", "hd95", "asd")) -> dict:

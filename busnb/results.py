@@ -190,6 +190,77 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
     return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
 
 
+def _per_image(run: Path):
+    """A run's ``test_per_image.csv`` with the size columns :func:`size_table` needs, or a clear error."""
+    import pandas as pd
+
+    f = run / "test_per_image.csv"
+    if not f.exists():
+        raise FileNotFoundError(f"{f}: missing. Fix: copy the run's test_per_image.csv next to its metrics.json "
+                                "(training writes it into the run folder).")
+    t = pd.read_csv(f)
+    missing = {"gt_frac", "pred_frac", "dice"} - set(t.columns)
+    if missing:
+        raise ValueError(f"{f}: no column {sorted(missing)} (written by busnb before the size columns). Fix: "
+                         "rescore the run's checkpoint, `busnb evaluate <run folder> --dataset <name> --part test "
+                         "--split-seed <seed>`, and use the per_image.csv it writes.")
+    return t
+
+
+def size_table(root, ref: str = "supervised", n_bins: int = 4):
+    """Test Dice by **true lesion size**, one row per sub-folder of ``root`` (as :func:`folder_table`), one column per
+    size bin: where a method gains or loses against ``ref`` (a sub-folder's name).
+
+    Per run (one per seed below a sub-folder, each with its ``test_per_image.csv``): the test images with a lesion
+    are cut into ``n_bins`` equal-count bins of their true foreground fraction (``gt_frac``; the bins of a split
+    seed are the same for every row, since every row scores the same test images); per bin the mean Dice and
+    the median predicted / true area (``pred_frac / gt_frac``: above 1 over-segments, 0 is an empty prediction).
+    A cell is ``Dice (Δ vs ref) · area×``, each the mean over seeds; Δ is paired by seed (only seeds both rows
+    have). The header gives the bin's range of lesion size in % of the image (mean over seeds of its edges).
+    Reporting only: the test masks define the bins and are never used to fit anything.
+    ``python -m busnb.results --by-size DIR [--ref ROW] [--bins N]`` prints it."""
+    import numpy as np
+    import pandas as pd
+
+    per = {}  # row -> {seed: DataFrame with a 'bin' column}
+    edges = []
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        for m in sorted(sub.rglob("metrics.json")):
+            seed = json.loads(m.read_text()).get("seed")
+            t = _per_image(m.parent)
+            t = t[t["gt_frac"] > 0].copy()
+            q = np.quantile(t["gt_frac"], np.linspace(0, 1, n_bins + 1))
+            t["bin"] = np.clip(np.searchsorted(q, t["gt_frac"], side="right") - 1, 0, n_bins - 1)
+            t["area_ratio"] = t["pred_frac"] / t["gt_frac"]
+            per.setdefault(sub.name, {})[seed] = t
+            edges.append(q)
+    if not per:
+        return pd.DataFrame()
+    e = 100 * np.mean(edges, axis=0)
+    names = [f"{'smallest ' if b == 0 else 'largest ' if b == n_bins - 1 else ''}{e[b]:.1f}–{e[b + 1]:.1f} %"
+             for b in range(n_bins)]
+
+    def stats(t):
+        g = t.groupby("bin")
+        return g["dice"].mean().reindex(range(n_bins)), g["area_ratio"].median().reindex(range(n_bins))
+
+    rows = []
+    for name, seeds in per.items():
+        d = pd.DataFrame({s: stats(t)[0] for s, t in seeds.items()})
+        a = pd.DataFrame({s: stats(t)[1] for s, t in seeds.items()})
+        row = {"row": name}
+        paired = [s for s in seeds if s in per.get(ref, {})] if name != ref else []
+        delta = (d[paired] - pd.DataFrame({s: stats(per[ref][s])[0] for s in paired})).mean(axis=1) if paired else None
+        for b, col in enumerate(names):
+            cell = f"{100 * d.loc[b].mean():.1f}"
+            if delta is not None:
+                cell += f" ({100 * delta.loc[b]:+.1f})"
+            row[col] = cell + f" · {a.loc[b].mean():.2f}×"
+        row["runs (seeds)"] = _runs(pd.Series(list(seeds)))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("row")
+
+
 def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
     if name == "pseudo_labels":
@@ -292,6 +363,11 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--by-folder"]:
         t = folder_table(args[1] if len(args) > 1 else "results")
+        print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
+    elif args[:1] == ["--by-size"]:
+        ref = args[args.index("--ref") + 1] if "--ref" in args else "supervised"
+        bins = int(args[args.index("--bins") + 1]) if "--bins" in args else 4
+        t = size_table(args[1] if len(args) > 1 else "results", ref=ref, n_bins=bins)
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
     else:
         print(markdown_summary(args[0] if args else "results"))

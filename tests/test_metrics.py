@@ -24,6 +24,9 @@ def test_hd95_asd_shifted_square():
     # boundary distances: left/right edges 3 px apart, top/bottom edges partly overlapping (0)
     assert 0 < r["hd95"] <= 3.0 + 1e-9 and r["hd95"] == pytest.approx(3.0)
     assert 0 < r["asd"] < 3.0
+    # the image's foreground fractions (what busnb.results.size_table bins by)
+    assert r["gt_frac"] == pytest.approx(100 / a.size) and r["pred_frac"] == pytest.approx(100 / a.size)
+    assert score(sq(0, 0, 4), b)["pred_frac"] == pytest.approx(16 / a.size)
 
 
 def test_identical_masks():

@@ -129,3 +129,45 @@ def test_write_results_and_summaries(tmp_path):
     m = np.zeros((4, 4), bool)
     m[:2, :2] = True                                      # 4 of 16 pixels: Dice of 'all lesion' = 8 / 20
     assert all_lesion_dice([m]) == pytest.approx(0.4)
+
+
+def _per_image(run, gt, pred, dice):
+    import pandas as pd
+
+    pd.DataFrame({"id": [f"i{k}" for k in range(len(gt))], "dice": dice, "gt_frac": gt,
+                  "pred_frac": pred}).to_csv(run / "test_per_image.csv", index=False)
+
+
+def test_size_table_bins_by_true_lesion_size(tmp_path):
+    """Bins are equal-count bins of the true lesion size; a cell is the bin's mean Dice, its paired difference to
+    the reference row and the median predicted/true area; an image without a lesion is in no bin."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from busnb.results import size_table
+
+    gt = [0.01, 0.02, 0.10, 0.20, 0.0]  # the last image has no lesion
+    for seed, (ref_dice, m_dice) in enumerate([([0.6, 0.6, 0.8, 0.8, 1.0], [0.4, 0.5, 0.9, 0.9, 0.0]),
+                                               ([0.7, 0.7, 0.8, 0.8, 1.0], [0.5, 0.6, 0.9, 0.9, 0.0])]):
+        _write(tmp_path / "supervised", "supervised", 10.0, seed, 0.7)
+        _write(tmp_path / "bcp", "bcp", 10.0, seed, 0.7)
+        _per_image(tmp_path / "supervised" / f"supervised-busi-r10.0-s{seed}", gt, gt, ref_dice)
+        _per_image(tmp_path / "bcp" / f"bcp-busi-r10.0-s{seed}", gt, [0.02, 0.06, 0.1, 0.2, 0.3], m_dice)
+    t = size_table(tmp_path, n_bins=2)
+    small, large = t.columns[:2]
+    assert small.startswith("smallest 1.0–") and large.startswith("largest ")
+    # bcp, small bin: Dice (0.45 + 0.55) / 2 = 50.0, paired Δ = (0.45 - 0.6 + 0.55 - 0.7) / 2 = -15.0, area 2.5×
+    assert t.loc["bcp", small] == "50.0 (-15.0) · 2.50×"
+    assert t.loc["bcp", large] == "90.0 (+10.0) · 1.00×"
+    assert t.loc["supervised", small] == "65.0 · 1.00×"  # the reference has no Δ
+    assert t.loc["bcp", "runs (seeds)"] == "2 (seeds 0, 1)"
+    out = subprocess.run([sys.executable, "-m", "busnb.results", "--by-size", str(tmp_path), "--bins", "2"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "50.0 (-15.0) · 2.50×" in out
+    # a per-image table from before the size columns: the error names the file and how to rescore
+    bad = tmp_path / "bcp" / "bcp-busi-r10.0-s0" / "test_per_image.csv"
+    bad.write_text("id,dice\ni0,0.5\n")
+    with pytest.raises(ValueError, match=r"test_per_image\.csv.*busnb evaluate"):
+        size_table(tmp_path)
