@@ -388,3 +388,32 @@ def test_cps_default_keeps_labeled_batch_norm_statistics_apart():
     joint.train(), sep.train()
     assert ls(sep, bu1) == pytest.approx(ls(sep, bu2), abs=1e-6)
     assert abs(ls(joint, bu1) - ls(joint, bu2)) > 1e-4
+
+
+def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
+    """``bcp-release_bn`` (the release's handling): in training the EMA teacher normalises by the unlabeled batch's
+    own statistics, so an image's pseudo-label depends on the images batched with it; by default (eval-mode
+    teacher) it does not. The student then sees the two mixed batches in two passes. Bad values are refused."""
+    torch.manual_seed(0)
+    shared, release = build_method("bcp", TINY), build_method("bcp-release_bn", TINY)
+    release.load_state_dict(shared.state_dict())
+    assert release.opts["batch_norm"] == "release" and shared.opts["batch_norm"] == "shared"
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 32, 32, generator=g)
+    other = torch.cat([x[:1], torch.rand(1, 1, 32, 32, generator=g) * 3])  # same first image, another partner
+    for m, depends in ((shared, False), (release, True)):
+        m.train()
+        assert m.teacher.training is depends and m.student.training
+        with torch.no_grad():
+            a, b = m.teacher(x)[0], m.teacher(other)[0]
+        assert (not torch.allclose(a, b, atol=1e-5)) is depends
+    release.eval()
+    assert not release.teacher.training
+    calls = []
+    release.student.register_forward_hook(lambda mod, inp, out: calls.append(len(inp[0])))
+    release.train()
+    bl = {"image": torch.rand(2, 1, 32, 32, generator=g), "mask": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).float()}
+    loss, _ = release.loss(bl, {"image": x}, 0)
+    assert torch.isfinite(loss) and calls == [2, 2]
+    with pytest.raises(ValueError, match="batch_norm='joint'"):
+        build_method("bcp", TINY, batch_norm="joint")

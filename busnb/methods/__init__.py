@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLA
                                          "cps-joint_bn": ("cps", {"joint_bn": True}),
                                          "bcp-no_largest_cc": ("bcp", {"largest_cc": False}),
                                          "bcp-plain_pretrain": ("bcp", {"pretrain_copy_paste": False}),
+                                         "bcp-release_bn": ("bcp", {"batch_norm": "release"}),
                                          "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 

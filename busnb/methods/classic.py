@@ -236,8 +236,11 @@ class BCP(Method):
     computes one but does not use it (copy-paste keeps a labeled region in every input from the first step).
     ``optimizer``: "shared" (default, the profile's Adam) or "paper" = the release's SGD lr 0.01, momentum 0.9,
     weight decay 1e-4, constant, for the pre-training stage too. Weak augmentation: the profile's
-    ``augment="weak"``. Not followed: the release keeps its EMA teacher in training mode (batch statistics);
-    here, as for every teacher in this repo, it runs in eval mode. ``pretrain_copy_paste=False`` (variant
+    ``augment="weak"``. ``batch_norm``: "shared" (default; as for every teacher in this repo, the teacher runs in
+    eval mode on the running statistics, and the two mixed batches go through the student in one pass) or
+    "release" (variant ``bcp-release_bn``), the release's handling: its EMA teacher stays in training mode, so it
+    normalises each unlabeled batch by that batch's own statistics, and the student sees the two mixed batches in
+    two passes. ``pretrain_copy_paste=False`` (variant
     ``bcp-plain_pretrain``, a diagnostic, not BCP's recipe): stage 1 is plain supervised training. Measured on
     BUSI 10 %, 64 px, 45 epochs, split seeds 0-2 (``results/cpu-2026-11-24/d64e45-r10``): 55.58 +- 2.83 test Dice
     against 50.24 +- 1.35 with the copy-paste stage 1 (supervised 55.31 +- 4.56): stage 2 stays near where stage 1
@@ -247,12 +250,15 @@ class BCP(Method):
     needs_unlabeled = True
 
     def __init__(self, make_net, alpha: float = 0.5, ema_decay: float = 0.99, optimizer: str = "shared",
-                 largest_cc: bool = True, pretrain_copy_paste: bool = True):
+                 largest_cc: bool = True, pretrain_copy_paste: bool = True, batch_norm: str = "shared"):
         super().__init__(make_net)
         paper_or_shared(optimizer, BCP_SGD, "bcp")
+        if batch_norm not in ("shared", "release"):
+            raise ValueError(f"bcp: batch_norm={batch_norm!r}; choose 'shared' (teacher in eval mode, one student "
+                             "pass) or 'release' (teacher on batch statistics, two student passes)")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(alpha=alpha, ema_decay=ema_decay, optimizer=optimizer, largest_cc=largest_cc,
-                         pretrain_copy_paste=bool(pretrain_copy_paste))
+                         pretrain_copy_paste=bool(pretrain_copy_paste), batch_norm=batch_norm)
         self.capturable = not largest_cc  # the component search runs on the host
 
     def optimizer_recipe(self):
@@ -260,7 +266,7 @@ class BCP(Method):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()
+        self.teacher.train(mode and self.opts["batch_norm"] == "release")  # release: batch statistics
         return self
 
     def stages(self):
@@ -291,8 +297,8 @@ class BCP(Method):
         x_out, y_out = x_u * m + x_l * (1 - m), y_u * m + y_l * (1 - m)
         w_in = m + a * (1 - m)      # labeled region weight 1, unlabeled region alpha
         w_out = a * m + (1 - m)
-        o = self.student(torch.cat([x_in, x_out]))
         n = len(x_l)
+        o = forward_joint(self.student, torch.cat([x_in, x_out]), n, self.opts["batch_norm"] == "shared")
         l_in, l_out = bce_dice(o[:n], y_in, w_in), bce_dice(o[n:], y_out, w_out)
         return l_in + l_out, {"L_in": l_in.detach(), "L_out": l_out.detach()}
 
