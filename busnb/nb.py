@@ -70,6 +70,15 @@ def maybe_load(name: str, root=None, **kw):
         return None
 
 
+def in_repo(path: str | Path) -> Path:
+    """``path`` as given when absolute or when it exists from here; else relative to the checkout (so a notebook's
+    ``results/...`` parameter works from ``notebooks/`` and from the repo root alike)."""
+    from .paths import repo_root
+
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else repo_root() / p
+
+
 def check_params(**params) -> None:
     """Validate a notebook's parameters before anything is loaded (the first cell after ``parameters``).
 
@@ -104,6 +113,9 @@ def check_params(**params) -> None:
     for k in ("root", "busi_root", "eval_root", "images", "model_dir"):
         if p.get(k) and not Path(p[k]).exists():
             raise ValueError(f"{k}={p[k]!r}: no such file or folder")
+    if p.get("size_dir") and not in_repo(p["size_dir"]).is_dir():
+        raise ValueError(f"size_dir={p['size_dir']!r}: no such folder (here or in the checkout). Pass a folder with one "
+                         "sub-folder per row and its runs below it, e.g. results/cpu-2026-11-24/d64e45-r10")
     if p.get("model_dir"):
         m = Path(p["model_dir"])
         if not (m.is_file() and m.suffix == ".pt") and not (m / "best.pt").is_file():

@@ -216,7 +216,7 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     seed are the same for every row, since every row scores the same test images); per bin the mean Dice and
     the median predicted / true area (``pred_frac / gt_frac``: above 1 over-segments, 0 is an empty prediction).
     A cell is ``Dice (Δ vs ref) · area×``, each the mean over seeds; Δ is paired by seed (only seeds both rows
-    have). The header gives the bin's range of lesion size in % of the image (mean over seeds of its edges).
+    have). The reference row comes first, the others in name order. The header gives the bin's range of lesion size in % of the image (mean over seeds of its edges).
     Reporting only: the test masks define the bins and are never used to fit anything.
     ``python -m busnb.results --by-size DIR [--ref ROW] [--bins N]`` prints it."""
     import numpy as np
@@ -245,7 +245,7 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
         return g["dice"].mean().reindex(range(n_bins)), g["area_ratio"].median().reindex(range(n_bins))
 
     rows = []
-    for name, seeds in per.items():
+    for name, seeds in sorted(per.items(), key=lambda kv: kv[0] != ref):  # the reference row first
         d = pd.DataFrame({s: stats(t)[0] for s, t in seeds.items()})
         a = pd.DataFrame({s: stats(t)[1] for s, t in seeds.items()})
         row = {"row": name}

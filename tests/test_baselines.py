@@ -391,11 +391,12 @@ def test_cps_default_keeps_labeled_batch_norm_statistics_apart():
 
 
 def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
-    """``bcp-release_bn`` (the release's handling): in training the EMA teacher normalises by the unlabeled batch's
-    own statistics, so an image's pseudo-label depends on the images batched with it; by default (eval-mode
-    teacher) it does not. The student then sees the two mixed batches in two passes. Bad values are refused."""
+    """BCP's default (the release's handling): in training the EMA teacher normalises by the unlabeled batch's
+    own statistics, so an image's pseudo-label depends on the images batched with it; with ``bcp-shared_bn``
+    (eval-mode teacher) it does not. The student sees the two mixed batches in two passes. Bad values are
+    refused; ``bcp-plain_pretrain`` keeps the shared handling it was measured with."""
     torch.manual_seed(0)
-    shared, release = build_method("bcp", TINY), build_method("bcp-release_bn", TINY)
+    shared, release = build_method("bcp-shared_bn", TINY), build_method("bcp", TINY)
     release.load_state_dict(shared.state_dict())
     assert release.opts["batch_norm"] == "release" and shared.opts["batch_norm"] == "shared"
     g = torch.Generator().manual_seed(1)
@@ -417,3 +418,4 @@ def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
     assert torch.isfinite(loss) and calls == [2, 2]
     with pytest.raises(ValueError, match="batch_norm='joint'"):
         build_method("bcp", TINY, batch_norm="joint")
+    assert build_method("bcp-plain_pretrain", TINY).opts["batch_norm"] == "shared"

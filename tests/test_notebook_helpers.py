@@ -117,6 +117,22 @@ def test_demo_profile_and_size_notes():
     assert nb.replace_stale("") and not nb.replace_stale("runs/x")   # only the scratch folder is retrained over
 
 
+def test_size_dir_resolves_in_the_checkout(tmp_path, monkeypatch):
+    """06's ``size_dir`` is relative to the checkout, so it works from notebooks/ as from the repo root; a folder
+    that is nowhere stops at the parameter check with the name of the parameter."""
+    import pytest
+
+    from busnb import nb
+    from busnb.paths import repo_root
+
+    monkeypatch.chdir(tmp_path)
+    assert nb.in_repo("splits/busi") == repo_root() / "splits/busi"
+    assert nb.in_repo(tmp_path) == tmp_path
+    nb.check_params(profile="demo", size_dir="splits/busi")
+    with pytest.raises(ValueError, match="size_dir='results/nowhere'"):
+        nb.check_params(profile="demo", size_dir="results/nowhere")
+
+
 def test_kernels_talk_over_ipc_with_their_own_sockets():
     import os
 

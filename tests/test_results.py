@@ -162,7 +162,7 @@ def test_size_table_bins_by_true_lesion_size(tmp_path):
     assert t.loc["bcp", small] == "50.0 (-15.0) · 2.50×"
     assert t.loc["bcp", large] == "90.0 (+10.0) · 1.00×"
     assert t.loc["supervised", small] == "65.0 · 1.00×"  # the reference has no Δ
-    assert t.loc["bcp", "runs (seeds)"] == "2 (seeds 0, 1)"
+    assert t.loc["bcp", "runs (seeds)"] == "2 (seeds 0, 1)" and list(t.index) == ["supervised", "bcp"]
     out = subprocess.run([sys.executable, "-m", "busnb.results", "--by-size", str(tmp_path), "--bins", "2"],
                          capture_output=True, text=True, check=True).stdout
     assert "50.0 (-15.0) · 2.50×" in out

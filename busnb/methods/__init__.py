@@ -30,8 +30,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLA
                                          "cps-bce_dice": ("cps", {"pseudo_loss": "bce_dice"}),
                                          "cps-joint_bn": ("cps", {"joint_bn": True}),
                                          "bcp-no_largest_cc": ("bcp", {"largest_cc": False}),
-                                         "bcp-plain_pretrain": ("bcp", {"pretrain_copy_paste": False}),
-                                         "bcp-release_bn": ("bcp", {"batch_norm": "release"}),
+                                         "bcp-plain_pretrain": ("bcp", {"pretrain_copy_paste": False, "batch_norm": "shared"}),
+                                         "bcp-shared_bn": ("bcp", {"batch_norm": "shared"}),
                                          "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
