@@ -216,8 +216,8 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     seed are the same for every row, since every row scores the same test images); per bin the mean Dice and
     the median predicted / true area (``pred_frac / gt_frac``: above 1 over-segments, 0 is an empty prediction).
     A cell is ``Dice (Δ vs ref) · area×``, each the mean over seeds; Δ is paired by seed (only seeds both rows
-    have). The reference row comes first, the others in name order. The header gives the bin's range of lesion size in % of the image (mean over seeds of its edges).
-    Reporting only: the test masks define the bins and are never used to fit anything.
+    have). The reference row comes first, the others in name order. The header gives the bin's range of lesion
+    size in % of the image (mean over seeds of its edges). A ``ref`` that is no sub-folder is an error. Reporting only: the test masks define the bins and are never used to fit anything.
     ``python -m busnb.results --by-size DIR [--ref ROW] [--bins N]`` prints it."""
     import numpy as np
     import pandas as pd
@@ -236,6 +236,9 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
             edges.append(q)
     if not per:
         return pd.DataFrame()
+    if ref not in per:
+        raise ValueError(f"size_table: no row {ref!r} under {root} to compare with (rows: {sorted(per)}). Fix: pass "
+                         "--ref with one of them.")
     e = 100 * np.mean(edges, axis=0)
     names = [f"{'smallest ' if b == 0 else 'largest ' if b == n_bins - 1 else ''}{e[b]:.1f}–{e[b + 1]:.1f} %"
              for b in range(n_bins)]
@@ -244,19 +247,20 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
         g = t.groupby("bin")
         return g["dice"].mean().reindex(range(n_bins)), g["area_ratio"].median().reindex(range(n_bins))
 
+    dice = {n: pd.DataFrame({s: stats(t)[0] for s, t in seeds.items()}) for n, seeds in per.items()}
+    area = {n: pd.DataFrame({s: stats(t)[1] for s, t in seeds.items()}) for n, seeds in per.items()}
     rows = []
-    for name, seeds in sorted(per.items(), key=lambda kv: kv[0] != ref):  # the reference row first
-        d = pd.DataFrame({s: stats(t)[0] for s, t in seeds.items()})
-        a = pd.DataFrame({s: stats(t)[1] for s, t in seeds.items()})
+    for name in sorted(per, key=lambda n: n != ref):  # the reference row first
+        d, a = dice[name], area[name]
         row = {"row": name}
-        paired = [s for s in seeds if s in per.get(ref, {})] if name != ref else []
-        delta = (d[paired] - pd.DataFrame({s: stats(per[ref][s])[0] for s in paired})).mean(axis=1) if paired else None
+        paired = [s for s in d.columns if s in dice[ref].columns] if name != ref else []
+        delta = (d[paired] - dice[ref][paired]).mean(axis=1) if paired else None
         for b, col in enumerate(names):
             cell = f"{100 * d.loc[b].mean():.1f}"
             if delta is not None:
                 cell += f" ({100 * delta.loc[b]:+.1f})"
             row[col] = cell + f" · {a.loc[b].mean():.2f}×"
-        row["runs (seeds)"] = _runs(pd.Series(list(seeds)))
+        row["runs (seeds)"] = _runs(pd.Series(list(d.columns)))
         rows.append(row)
     return pd.DataFrame(rows).set_index("row")
 

@@ -166,6 +166,8 @@ def test_size_table_bins_by_true_lesion_size(tmp_path):
     out = subprocess.run([sys.executable, "-m", "busnb.results", "--by-size", str(tmp_path), "--bins", "2"],
                          capture_output=True, text=True, check=True).stdout
     assert "50.0 (-15.0) · 2.50×" in out
+    with pytest.raises(ValueError, match="no row 'supervisd'.*rows: \\['bcp', 'supervised'\\]"):
+        size_table(tmp_path, ref="supervisd")
     # a per-image table from before the size columns: the error names the file and how to rescore
     bad = tmp_path / "bcp" / "bcp-busi-r10.0-s0" / "test_per_image.csv"
     bad.write_text("id,dice\ni0,0.5\n")
