@@ -242,8 +242,9 @@ class BCP(Method):
     ``bcp`` run in ``results/`` before these 45-epoch ones) runs the teacher in eval mode on its running
     statistics, as every other teacher in this repo, and both mixed batches through the student in one pass.
     Chosen on validation (BUSI, 64 px, 45 epochs, split seeds 0-2 at 2.5 % and 10 %,
-    ``results/cpu-2026-11-24/d64e45*``): best validation Dice higher in 5 of the 6 runs (mean 0.422 vs 0.397 at 2.5 %, 0.576 vs 0.551 at 10 %), and the 2.5 % seed-1 run no longer collapses
-    (largest share of empty validation predictions 0.26 vs 0.62). ``pretrain_copy_paste=False`` (variant
+    ``results/cpu-2026-11-24/d64e45*``): best validation Dice higher in 5 of the 6 runs (mean 0.422 vs 0.397 at
+    2.5 %, 0.576 vs 0.551 at 10 %), and the 2.5 % seed-1 run no longer collapses (largest share of empty
+    validation predictions 0.26 vs 0.62). ``pretrain_copy_paste=False`` (variant
     ``bcp-plain_pretrain``, a diagnostic, not BCP's recipe, with ``batch_norm="shared"`` as when it was measured):
     stage 1 is plain supervised training. Measured on BUSI 10 %, 64 px, 45 epochs, split seeds 0-2
     (``results/cpu-2026-11-24/d64e45-r10``): 55.58 +- 2.83 test Dice against 50.24 +- 1.35 for ``bcp-shared_bn``
