@@ -217,7 +217,8 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     the median predicted / true area (``pred_frac / gt_frac``: above 1 over-segments, 0 is an empty prediction).
     A cell is ``Dice (Δ vs ref) · area×``, each the mean over seeds; Δ is paired by seed (only seeds both rows
     have). The reference row comes first, the others in name order. The header gives the bin's range of lesion
-    size in % of the image (mean over seeds of its edges). A ``ref`` that is no sub-folder is an error. Reporting only: the test masks define the bins and are never used to fit anything.
+    size in % of the image (mean over seeds of its edges). A ``ref`` that is no sub-folder is an error.
+    Reporting only: the test masks define the bins and are never used to fit anything.
     ``python -m busnb.results --by-size DIR [--ref ROW] [--bins N]`` prints it."""
     import numpy as np
     import pandas as pd
@@ -243,12 +244,11 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     names = [f"{'smallest ' if b == 0 else 'largest ' if b == n_bins - 1 else ''}{e[b]:.1f}–{e[b + 1]:.1f} %"
              for b in range(n_bins)]
 
-    def stats(t):
-        g = t.groupby("bin")
-        return g["dice"].mean().reindex(range(n_bins)), g["area_ratio"].median().reindex(range(n_bins))
+    def per_bin(seeds: dict, column: str, how: str):  # bins x seeds
+        return pd.DataFrame({s: t.groupby("bin")[column].agg(how).reindex(range(n_bins)) for s, t in seeds.items()})
 
-    dice = {n: pd.DataFrame({s: stats(t)[0] for s, t in seeds.items()}) for n, seeds in per.items()}
-    area = {n: pd.DataFrame({s: stats(t)[1] for s, t in seeds.items()}) for n, seeds in per.items()}
+    dice = {n: per_bin(seeds, "dice", "mean") for n, seeds in per.items()}
+    area = {n: per_bin(seeds, "area_ratio", "median") for n, seeds in per.items()}
     rows = []
     for name in sorted(per, key=lambda n: n != ref):  # the reference row first
         d, a = dice[name], area[name]
