@@ -16,7 +16,7 @@ def collect(run_dir: str | Path):
             continue
         variant = m.get("variant") or m["method"]
         pl = m.get("pseudo_label_dice") or {}
-        auc = m.get("map_auc") or {}
+        auc, flips = m.get("map_auc") or {}, m.get("flips") or {}
         rows.append({"dataset": m["dataset"], "method": variant, "ratio": m["ratio"], "seed": m["seed"],
                      "profile": m["profile"], "val_dice": m["best_val_dice"],
                      **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")},
@@ -24,6 +24,8 @@ def collect(run_dir: str | Path):
                      "pl_aligned": pl.get("aligned", pl.get("teacher", float("nan"))),  # no alignment: the teacher's
                      "pl_refined": pl.get("refined", float("nan")),
                      "auc_teacher": auc.get("teacher", float("nan")), "auc_map": auc.get("map", float("nan")),
+                     "flips_right": flips.get("right", float("nan")),
+                     "pl_at_teacher_area": flips.get("dice_at_teacher_area", float("nan")),
                      "val_empty_max": max_val_empty(p.parent / "history.json"), "path": str(p.parent)})
     return pd.DataFrame(rows)
 
@@ -145,7 +147,9 @@ def pseudo_label_table(df):
     """Runs that report the Dice of their pseudo-labels on the unlabeled pool (``dusss``: the final teacher's
     raw, base-rate aligned and text-refined; reporting only): one row per dataset, method and ratio, mean ± std
     over seeds in %, the text map's own change (refined - aligned; runs without alignment: - teacher), and the
-    pixel ROC AUC of the teacher's probability and of the text map (``map_auc``; blank for runs without it)."""
+    pixel ROC AUC of the teacher's probability and of the text map (``map_auc``), the share of the refinement's
+    flips that are right and the refined label's Dice at the teacher's own area (``flips``; blank for runs without
+    them)."""
     import pandas as pd
 
     g = df[df["pl_teacher"].notna()]
@@ -157,14 +161,21 @@ def pseudo_label_table(df):
                      "text-refined (%)": _mean_std(gm["pl_refined"], 100.0, 2),
                      "refined - aligned": _mean_std(gm["pl_refined"] - gm["pl_aligned"], 100.0, 2),
                      "pixel AUC teacher": _auc(gm["auc_teacher"]), "pixel AUC text map": _auc(gm["auc_map"]),
+                     "flips right (%)": _reported(gm["flips_right"], 100.0, 1),
+                     "refined at teacher area (%)": _reported(gm["pl_at_teacher_area"], 100.0, 2),
                      "runs (seeds)": _runs(gm["seed"])})
     return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
 
 
+def _reported(col, scale: float, digits: int) -> str:
+    """'mean ± std' over the runs that report a value; '' when none does (runs from before it was reported)."""
+    col = col.dropna()
+    return _mean_std(col, scale, digits) if len(col) else ""
+
+
 def _auc(col) -> str:
     """'mean ± std' of AUCs with 3 decimals over the runs that report one; '' when none does."""
-    col = col.dropna()
-    return _mean_std(col, 1.0, 3) if len(col) else ""
+    return _reported(col, 1.0, 3)
 
 
 def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 1.0, 1))):

@@ -8,7 +8,8 @@ imports the experiment. Each stage kind is one function here:
   ``busnb.appg.pipeline``), masks with foreground <= ``min_fg`` dropped, optionally only the ``keep_top``
   most confident share of the rest (:func:`most_confident`; 1 = all, the paper), a U-Net trained on labeled +
   kept pseudo-labels, selected on validation Dice; also scored alone on test (``appg_static_teacher``).
-* ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images.
+* ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images,
+  selected on validation Dice; also scored alone on test (``bcp_pretrain``).
 * ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
   texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks).
 * ``label_rate`` - the labeled train masks' foreground base rate pi (share of lesion pixels at the profile's
@@ -132,7 +133,6 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     batch of the main stage, same number of steps), selected on validation Dice, scored alone on test."""
     from .appg.pipeline import PseudoLabelConfig, backend_from_name, dataset_cache_id, generate
     from .data.tensors import SegArrays
-    from .train import evaluate_and_write
     from .methods.base import Supervised
 
     p, prof, sp = ctx.parts, ctx.profile, spec.params
@@ -150,12 +150,20 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     targets = {s.id: labels.mask(s.id) for s in pseudo}
     train_set = SegArrays(p["labeled"] + pseudo, prof.image_size, targets=targets, progress=ctx.progress)
     r = _train(Supervised(ctx.make_net), ctx, train_set, out, prof.batch_labeled + prof.batch_unlabeled)
-    net = r["trainer"].load_best()
-    res = evaluate_and_write(net, p, prof.image_size, out, "appg_static_teacher", ctx.seed, prof,
-                             {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"], "n_pseudo_kept": len(pseudo),
-                              "pseudo_cache": str(labels.folder)})
-    return {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"], "n_pseudo_kept": len(pseudo),
-            "n_unlabeled": len(p["unlabeled"]), "pseudo_cache": str(labels.folder), "test": res["test"]}
+    extra = {"n_pseudo_kept": len(pseudo), "pseudo_cache": str(labels.folder)}
+    return {**_score_alone(r, ctx, out, "appg_static_teacher", extra), "n_unlabeled": len(p["unlabeled"])}
+
+
+def _score_alone(r: dict, ctx: StageContext, out: Path, variant: str, extra: dict | None = None) -> dict:
+    """A stage's selected network scored alone on test, once, after its training (``metrics.json`` and
+    ``test_per_image.csv`` in the stage folder as ``variant``; the experiment copies them next to the runs that
+    used it); the stage's info with its test metrics."""
+    from .train import evaluate_and_write
+
+    info = {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"], **(extra or {})}
+    res = evaluate_and_write(r["trainer"].load_best(), ctx.parts, ctx.profile.image_size, out, variant, ctx.seed,
+                             ctx.profile, info)
+    return {**info, "test": res["test"]}
 
 
 def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
@@ -163,7 +171,7 @@ def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     from .methods.classic import BCPPretrain
 
     r = _train(BCPPretrain(ctx.make_net, **spec.params), ctx, ctx.arrays["labeled"], out)  # params: optimizer
-    return {"best_val_dice": r["best_val_dice"], "epochs": r["epochs"]}
+    return _score_alone(r, ctx, out, "bcp_pretrain")
 
 
 def vlm_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:

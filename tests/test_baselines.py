@@ -152,6 +152,12 @@ def test_bcp_pretraining_stage_runs_and_initialises_the_teacher(tmp_path):
     assert (pre / "best.pt").is_file() and (pre / "result.json").is_file()
     hist = json.loads((pre / "history.json").read_text())
     assert len(hist) == 1 and "Ls" in hist[0]  # the copy-paste pre-training ran through the trainer
+    # the stage-1 network is scored alone on test once, and that row is published beside the runs
+    stage_test = json.loads((pre / "metrics.json").read_text())
+    assert stage_test["variant"] == "bcp_pretrain" and stage_test["test"] == r["stages"][0]["test"]
+    assert stage_test["test"]["n"] == r["test"]["n"] and (pre / "test_per_image.csv").is_file()
+    published = list((tmp_path / "train").glob("_stages/bcp_pretrain-*/metrics.json"))
+    assert len(published) == 1 and json.loads(published[0].read_text())["stage_dir"] == str(pre)
     m = load_trained(tmp_path / "train" / "bcp", prof, "bcp")
     assert any(k.startswith("teacher.") for k in m.state_dict())
     # a second BCP run on the same split reuses the cached stage (same folder, not retrained)

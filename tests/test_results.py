@@ -72,7 +72,8 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     f = tmp_path / "dusss-busi-r10.0-s0" / "metrics.json"
     f.write_text(json.dumps({**json.loads(f.read_text()),
                              "pseudo_label_dice": {"teacher": 0.5, "aligned": 0.55, "refined": 0.56, "n": 400},
-                             "map_auc": {"teacher": 0.885, "map": 0.627, "refined": 0.88, "n": 400, "stride": 1}}))
+                             "map_auc": {"teacher": 0.885, "map": 0.627, "refined": 0.88, "n": 400, "stride": 1},
+                             "flips": {"changed": 0.02, "right": 0.3, "dice_at_teacher_area": 0.5, "n": 400}}))
     _write(tmp_path, "dual_teacher", 2.5, 0, 0.60)
     tabs = report_tables(collect(tmp_path))
     pl = tabs["pseudo_labels"]
@@ -84,7 +85,9 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     assert row["aligned (%)"] == "55.00" and row["teacher (%)"] == "50.00"
     assert row["refined - aligned"] == "1.00"  # the text map's own change, not the alignment's
     assert row["pixel AUC teacher"] == "0.885" and row["pixel AUC text map"] == "0.627"
+    assert row["flips right (%)"] == "30.0" and row["refined at teacher area (%)"] == "50.00"
     assert pl.loc[("busi", "dusss", "2.5 %")]["pixel AUC text map"] == ""  # runs from before map_auc
+    assert pl.loc[("busi", "dusss", "2.5 %")]["flips right (%)"] == ""  # and before flips
     assert len(pl) == 2  # the runs without pseudo-label Dice are not rows
     assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
 

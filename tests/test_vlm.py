@@ -391,3 +391,38 @@ def test_image_encoder_takes_its_local_map_from_the_deepest_stage_it_has():
     for depth, side in ((2, 8), (3, 4), (5, 4)):  # stride 4 at depth 2, else stride 8 (stage 3)
         g, loc = ImageEncoder("resnet18", 16, depth=depth)(x)
         assert g.shape == (2, 16) and loc.shape == (2, 16, side, side)
+
+
+def test_top_area_marks_exactly_n_pixels_per_image_highest_first():
+    from busnb.methods.dusss import top_area
+
+    s = torch.tensor([0.1, 0.9, 0.5, 0.5, 0.2, 0.8, 0.3, 0.0]).view(2, 1, 2, 2)
+    m = top_area(s, torch.tensor([2, 0]))
+    assert m.tolist() == [[[[0.0, 1.0], [1.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]  # tie 0.5/0.5: first by position
+    assert top_area(s, torch.tensor([4, 3])).flatten(1).sum(1).tolist() == [4.0, 3.0]
+    assert top_area(s, torch.tensor([1, 1]))[1].flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_area():
+    """Hand-made labels: the refinement flips two of four pixels to lesion, one rightly; at the teacher's area (one
+    pixel) the refined map keeps its best pixel only."""
+    from busnb.methods.dusss import pool_report
+
+    class Fixed(torch.nn.Module):
+        opts = {"align": False}
+
+        def __init__(self):
+            super().__init__()
+            self.teacher, self.vlm = torch.nn.Linear(1, 1), torch.nn.Identity()
+
+        def pseudo_labels(self, x, refine=True):
+            t = torch.tensor([0.9, 0.2, 0.2, 0.2]).view(1, 1, 2, 2)
+            return {"teacher": t, "map": t, "refined": torch.tensor([0.9, 0.7, 0.7, 0.2]).view(1, 1, 2, 2)}
+
+    arrays = SegArrays.from_tensors(torch.zeros(1, 1, 2, 2, dtype=torch.uint8),
+                                    torch.tensor([True, True, False, False]).view(1, 1, 2, 2))
+    r = pool_report(Fixed(), arrays)
+    assert r["flips"]["changed"] == pytest.approx(0.5) and r["flips"]["right"] == pytest.approx(0.5)
+    assert r["flips"]["dice_at_teacher_area"] == pytest.approx(2 / 3, abs=1e-4)
+    assert r["pseudo_label_dice"]["teacher"] == pytest.approx(2 / 3, abs=1e-4)
+    assert r["pseudo_label_dice"]["refined"] == pytest.approx(0.8, abs=1e-4)

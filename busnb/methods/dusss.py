@@ -261,7 +261,12 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     * ``map_auc`` (with a VLM and ``auc``): pixel ROC AUC (:func:`busnb.metrics.pixel_auc`) of the teacher's
       probability p_T, the text map m and the refined label y_r - how well each ranks lesion above background
       pixels, whatever its calibration (0.5 = no information; a map far below the teacher can only add noise to
-      its labels). Every k-th pixel is scored, k chosen so at most ``max_pixels`` are (deterministic)."""
+      its labels). Every k-th pixel is scored, k chosen so at most ``max_pixels`` are (deterministic).
+    * ``flips`` (with a VLM): what the refinement changes at the threshold - the share of pool pixels whose label
+      it flips (``changed``), the share of those flips that agree with the mask (``right``; 0.5 or less: the
+      flips add as many errors as they remove), and the Dice of the refined map thresholded per image at the
+      teacher's own foreground area (``dice_at_teacher_area``: its top pixels, as many as the teacher labels
+      lesion) - the refinement's ranking without its change of area."""
     import math
 
     from ..metrics import pixel_auc, soft_dice_batch
@@ -274,6 +279,7 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     auc = auc and method.vlm is not None
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
+    flips = {"changed": 0.0, "right": 0.0, "pixels": 0, "dice": []}
     for i in range(0, len(arrays), batch):
         b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
         x, y = b["image"].to(dev), b["mask"].to(dev)
@@ -283,13 +289,34 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
         if auc:
             for k in px:
                 px[k].append((y if k == "mask" else pl[k]).float().flatten()[::stride].cpu())
+        if "refined" in pl:
+            t, r = pl["teacher"] > threshold, pl["refined"] > threshold
+            changed = t != r
+            flips["changed"] += float(changed.sum())
+            flips["right"] += float((changed & (r == (y > 0.5))).sum())
+            flips["pixels"] += changed.numel()
+            flips["dice"].append(soft_dice_batch(top_area(pl["refined"], t.flatten(1).sum(1)), y))
     method.train(was)
     out = {"pseudo_label_dice": {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}}
+    if flips["dice"]:
+        out["flips"] = {"changed": flips["changed"] / max(flips["pixels"], 1),
+                        "right": flips["right"] / flips["changed"] if flips["changed"] else float("nan"),
+                        "dice_at_teacher_area": float(torch.cat(flips["dice"]).mean()), "n": len(arrays)}
     if auc:
         y = torch.cat(px.pop("mask")).numpy()
         out["map_auc"] = {**{k: pixel_auc(torch.cat(v).numpy(), y) for k, v in px.items()}, "n": len(arrays),
                           "stride": stride}
     return out
+
+
+def top_area(score: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Float masks (B,1,H,W) marking, per image, the ``n[b]`` pixels of ``score`` with the highest values (ties
+    broken by position, so exactly ``n[b]`` are marked): a map thresholded at a given foreground area."""
+    flat = score.flatten(1)
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return (rank < n.to(flat.device).view(-1, 1)).float().view_as(score)
 
 
 def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
