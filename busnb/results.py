@@ -183,7 +183,10 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
     ``metrics.json`` files below it (any depth; e.g. one per seed), the largest ``val_empty`` of any epoch of
     any of its runs (:func:`max_val_empty`; blank without histories), plus ``runs (seeds)``. For runs that the
     variant name alone does not tell apart (``--method-arg`` settings, runs of older defaults): the folder says
-    what the row is. ``python -m busnb.results --by-folder DIR`` prints it."""
+    what the row is. A stage's own test score that the experiment published beside the runs
+    (``_stages/<kind>-<key>/metrics.json``: the static teacher alone, BCP's pre-trained network) is not averaged
+    into its folder's row; it gets a row of its own, ``<folder>: <variant> (stage)``.
+    ``python -m busnb.results --by-folder DIR`` prints it."""
     import pandas as pd
 
     rows = []
@@ -191,14 +194,26 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
         df = collect(sub)
         if df.empty:
             continue
-        row = {"row": sub.name}
-        for m, scale, digits in metrics:
-            row[COLUMN_NAMES.get(m, m)] = _mean_std(df[m], scale, digits)
-        worst = df["val_empty_max"].max()
-        row["max val_empty"] = "" if pd.isna(worst) else f"{worst:.2f}"
-        row["runs (seeds)"] = _runs(df["seed"])
-        rows.append(row)
+        stage = df["path"].map(lambda p: _published_stage(Path(p), sub))
+        groups = [(sub.name, df[~stage])] + [(f"{sub.name}: {v} (stage)", g)
+                                              for v, g in df[stage].groupby("method", sort=True)]
+        for label, g in groups:
+            if g.empty:
+                continue
+            row = {"row": label}
+            for m, scale, digits in metrics:
+                row[COLUMN_NAMES.get(m, m)] = _mean_std(g[m], scale, digits)
+            worst = g["val_empty_max"].max()
+            row["max val_empty"] = "" if pd.isna(worst) else f"{worst:.2f}"
+            row["runs (seeds)"] = _runs(g["seed"])
+            rows.append(row)
     return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
+
+
+def _published_stage(run: Path, root: Path) -> bool:
+    """Whether the run folder ``run`` below ``root`` is a stage's score the experiment published beside the runs
+    (``_stages/<kind>-<key>/``, :func:`busnb.experiment._publish_stage`), not a run of the row."""
+    return "_stages" in run.relative_to(root).parts
 
 
 def _per_image(run: Path):
@@ -228,7 +243,8 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     the median predicted / true area (``pred_frac / gt_frac``: above 1 over-segments, 0 is an empty prediction).
     A cell is ``Dice (Δ vs ref) · area×``, each the mean over seeds; Δ is paired by seed (only seeds both rows
     have). The reference row comes first, the others in name order. The header gives the bin's range of lesion
-    size in % of the image (mean over seeds of its edges). A ``ref`` that is no sub-folder is an error.
+    size in % of the image (mean over seeds of its edges). A ``ref`` that is no sub-folder is an error. Stage
+    scores published beside the runs (``_stages/``) are left out.
     Reporting only: the test masks define the bins and are never used to fit anything.
     ``python -m busnb.results --by-size DIR [--ref ROW] [--bins N]`` prints it."""
     import numpy as np
@@ -238,6 +254,8 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     edges = []
     for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         for m in sorted(sub.rglob("metrics.json")):
+            if _published_stage(m.parent, sub):  # a stage's own score, not a run of this row
+                continue
             seed = json.loads(m.read_text()).get("seed")
             t = _per_image(m.parent)
             t = t[t["gt_frac"] > 0].copy()

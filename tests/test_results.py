@@ -107,8 +107,12 @@ def test_folder_table_one_row_per_folder(tmp_path):
     for seed, worst in ((0, 0.12), (1, 0.55)):  # seed 1 collapsed at one epoch
         hist = [{"epoch": 1, "val_empty": 0.0}, {"epoch": 2, "val_empty": worst}, {"epoch": 3}]
         (tmp_path / "cps-joint" / f"cps-busi-r2.5-s{seed}" / "history.json").write_text(json.dumps(hist))
+    _write(tmp_path / "bcp" / "_stages", "bcp_pretrain", 2.5, 0, 0.20)  # a stage's own score, published by a run
+    _write(tmp_path / "bcp", "bcp", 2.5, 0, 0.60)
     t = folder_table(tmp_path)
     assert t.loc["cps-joint", "max val_empty"] == "0.55" and t.loc["cps-separate", "max val_empty"] == ""
+    assert t.loc["bcp", "Dice (%)"] == "60.00" and t.loc["bcp: bcp_pretrain (stage)", "Dice (%)"] == "20.00"
+    t = t.drop(["bcp", "bcp: bcp_pretrain (stage)"])
     assert list(t.index) == ["cps-joint", "cps-separate"]
     assert t.loc["cps-joint", "Dice (%)"] == "35.00 ± 7.07" and t.loc["cps-joint", "runs (seeds)"] == "2 (seeds 0, 1)"
     assert t.loc["cps-separate", "Dice (%)"] == "50.00"
@@ -158,6 +162,7 @@ def test_size_table_bins_by_true_lesion_size(tmp_path):
         _write(tmp_path / "bcp", "bcp", 10.0, seed, 0.7)
         _per_image(tmp_path / "supervised" / f"supervised-busi-r10.0-s{seed}", gt, gt, ref_dice)
         _per_image(tmp_path / "bcp" / f"bcp-busi-r10.0-s{seed}", gt, [0.02, 0.06, 0.1, 0.2, 0.3], m_dice)
+    _write(tmp_path / "bcp" / "_stages", "bcp_pretrain", 10.0, 0, 0.2)  # published stage score: no per-image table
     t = size_table(tmp_path, n_bins=2)
     small, large = t.columns[:2]
     assert small.startswith("smallest 1.0–") and large.startswith("largest ")
