@@ -194,7 +194,7 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
         df = collect(sub)
         if df.empty:
             continue
-        stage = df["path"].map(lambda p: _published_stage(Path(p), sub))
+        stage = df["path"].map(lambda p: _published_stage(Path(p), Path(root)))
         groups = [(sub.name, df[~stage])] + [(f"{sub.name}: {v} (stage)", g)
                                               for v, g in df[stage].groupby("method", sort=True)]
         for label, g in groups:
@@ -254,7 +254,7 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     edges = []
     for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         for m in sorted(sub.rglob("metrics.json")):
-            if _published_stage(m.parent, sub):  # a stage's own score, not a run of this row
+            if _published_stage(m.parent, Path(root)):  # a stage's own score, not a run of this row
                 continue
             seed = json.loads(m.read_text()).get("seed")
             t = _per_image(m.parent)

@@ -109,7 +109,10 @@ def test_folder_table_one_row_per_folder(tmp_path):
         (tmp_path / "cps-joint" / f"cps-busi-r2.5-s{seed}" / "history.json").write_text(json.dumps(hist))
     _write(tmp_path / "bcp" / "_stages", "bcp_pretrain", 2.5, 0, 0.20)  # a stage's own score, published by a run
     _write(tmp_path / "bcp", "bcp", 2.5, 0, 0.60)
+    _write(tmp_path / "_stages", "appg_static_teacher", 2.5, 0, 0.55)  # runs written straight into tmp_path
     t = folder_table(tmp_path)
+    assert t.loc["_stages: appg_static_teacher (stage)", "Dice (%)"] == "55.00" and "_stages" not in t.index
+    t = t.drop("_stages: appg_static_teacher (stage)")
     assert t.loc["cps-joint", "max val_empty"] == "0.55" and t.loc["cps-separate", "max val_empty"] == ""
     assert t.loc["bcp", "Dice (%)"] == "60.00" and t.loc["bcp: bcp_pretrain (stage)", "Dice (%)"] == "20.00"
     t = t.drop(["bcp", "bcp: bcp_pretrain (stage)"])
