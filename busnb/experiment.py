@@ -23,7 +23,7 @@ from .data.tensors import SegArrays
 from .methods import VARIANTS, build_method
 from .models import build_model
 from .provenance import snapshot
-from .rundir import RunLock, check_identity, clean_tmp
+from .rundir import PUBLISHED_STAGES, RunLock, check_identity, clean_tmp
 from .train import TrainConfig, Trainer, evaluate_and_write, seed_everything, train_config  # noqa: F401
 
 __all__ = ["prepare", "run_experiment", "run_name", "net_factory", "train_config", "evaluate_and_write",
@@ -149,7 +149,7 @@ def _publish_stage(info: dict, where: Path) -> None:
     tables of a run folder list it once."""
     src = Path(info["dir"]) / "metrics.json"
     if src.is_file():
-        dest = where / "_stages" / f"{info['kind']}-{Path(info['dir']).name}" / "metrics.json"
+        dest = where / PUBLISHED_STAGES / f"{info['kind']}-{Path(info['dir']).name}" / "metrics.json"
         if not dest.is_file():
             import json
 

@@ -213,7 +213,9 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
 def _published_stage(run: Path, root: Path) -> bool:
     """Whether the run folder ``run`` below ``root`` is a stage's score the experiment published beside the runs
     (``_stages/<kind>-<key>/``, :func:`busnb.experiment._publish_stage`), not a run of the row."""
-    return "_stages" in run.relative_to(root).parts
+    from .rundir import PUBLISHED_STAGES
+
+    return PUBLISHED_STAGES in run.relative_to(root).parts
 
 
 def _per_image(run: Path):

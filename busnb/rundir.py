@@ -18,6 +18,8 @@ from pathlib import Path
 
 from .atomic import write_json
 
+PUBLISHED_STAGES = "_stages"  # <runs' parent>/_stages/<kind>-<key>/metrics.json: a stage's own score beside its runs
+
 
 class RunBusy(RuntimeError):
     """Another live process writes to this folder."""

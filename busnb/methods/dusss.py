@@ -279,7 +279,7 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     auc = auc and method.vlm is not None
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
-    flips = {"changed": 0.0, "right": 0.0, "pixels": 0, "dice": []}
+    flips = {"changed": 0, "right": 0, "pixels": 0, "dice": []}  # counts stay on the device until the end
     for i in range(0, len(arrays), batch):
         b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
         x, y = b["image"].to(dev), b["mask"].to(dev)
@@ -292,15 +292,16 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
         if "refined" in pl:
             t, r = pl["teacher"] > threshold, pl["refined"] > threshold
             changed = t != r
-            flips["changed"] += float(changed.sum())
-            flips["right"] += float((changed & (r == (y > 0.5))).sum())
+            flips["changed"] += changed.sum()
+            flips["right"] += (changed & (r == (y > 0.5))).sum()
             flips["pixels"] += changed.numel()
             flips["dice"].append(soft_dice_batch(top_area(pl["refined"], t.flatten(1).sum(1)), y))
     method.train(was)
     out = {"pseudo_label_dice": {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}}
     if flips["dice"]:
-        out["flips"] = {"changed": flips["changed"] / max(flips["pixels"], 1),
-                        "right": flips["right"] / flips["changed"] if flips["changed"] else float("nan"),
+        changed, right = int(flips["changed"]), int(flips["right"])
+        out["flips"] = {"changed": changed / max(flips["pixels"], 1),
+                        "right": right / changed if changed else float("nan"),
                         "dice_at_teacher_area": float(torch.cat(flips["dice"]).mean()), "n": len(arrays)}
     if auc:
         y = torch.cat(px.pop("mask")).numpy()
