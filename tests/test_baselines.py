@@ -197,6 +197,24 @@ def test_mean_teacher_perturbs_the_teachers_input_and_the_student_only_when_aske
         assert not torch.allclose(student_u[0] - x_u, t_noise)  # its own draw
 
 
+@pytest.mark.parametrize("evaluate", ["student", "teacher"])
+def test_mean_teacher_validates_and_stores_the_network_it_is_asked_to(arrays, tmp_path, evaluate):
+    """``evaluate="teacher"`` (variant mean_teacher-teacher): the EMA network is validated and kept in best.pt;
+    by default the student is. After a few steps the two differ, so best.pt tells which one was stored."""
+    lab, unl, val = arrays
+    torch.manual_seed(0)
+    m = build_method("mean_teacher-teacher" if evaluate == "teacher" else "mean_teacher", TINY)
+    assert m.eval_net() is getattr(m, evaluate)
+    cfg = TrainConfig(epochs=1, batch_labeled=2, batch_unlabeled=2, steps_per_epoch=3, progress=False)
+    Trainer(m, cfg, lab, val, unl, tmp_path).fit(resume=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)["net"]
+    for name, net in (("student", m.student), ("teacher", m.teacher)):
+        same = all(torch.equal(best[k], v.detach().cpu()) for k, v in net.state_dict().items())
+        assert same is (name == evaluate)
+    with pytest.raises(ValueError, match="evaluate"):
+        build_method("mean_teacher", TINY, evaluate="ema")
+
+
 @pytest.mark.parametrize("name", ["mean_teacher", "cps"])
 def test_unsupervised_weight_ramps_up_from_zero(name, arrays):
     """w(t) = 0.1 exp(-5 (1 - t/T)^2): ~0 at the first step (0.1 e^-5 = 6.7e-4), 0.1 from t = T on; with

@@ -32,7 +32,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLA
                                          "bcp-no_largest_cc": ("bcp", {"largest_cc": False}),
                                          "bcp-plain_pretrain": ("bcp", {"pretrain_copy_paste": False, "batch_norm": "shared"}),
                                          "bcp-shared_bn": ("bcp", {"batch_norm": "shared"}),
-                                         "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True})}
+                                         "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True}),
+                                         "mean_teacher-teacher": ("mean_teacher", {"evaluate": "teacher"})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

@@ -38,18 +38,28 @@ class MeanTeacher(Method):
     joint batch over-segments BUSI).
     ``optimizer``: "shared" (default) = the profile's Adam, as every method in the comparison; "paper" = SGD
     lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per iteration. Weak augmentation (flip, rotation) is
-    the profile's ``augment="weak"``, applied by the trainer to every method alike."""
+    the profile's ``augment="weak"``, applied by the trainer to every method alike.
+    ``evaluate``: the network that is validated, selected and tested: "student" (default; SSL4MIS validates its
+    student) or "teacher", the EMA network (variant ``mean_teacher-teacher``): the original paper's training
+    curves (Tarvainen & Valpola 2017, Sec. 3.3, Fig. 3) show the EMA-weighted model more accurate than the bare
+    student."""
 
     name = "mean_teacher"
     needs_unlabeled = True
 
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
-                 rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False):
+                 rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False,
+                 evaluate: str = "student"):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
+        if evaluate not in ("student", "teacher"):
+            raise ValueError(f"mean_teacher: evaluate must be 'student' or 'teacher', not {evaluate!r}")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
-                         optimizer=optimizer, student_noise=bool(student_noise))
+                         optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate)
+
+    def eval_net(self):
+        return self.teacher if self.opts["evaluate"] == "teacher" else self.student
 
     def optimizer_recipe(self):
         return paper_or_shared(self.opts["optimizer"], SSL4MIS_SGD, "mean_teacher")
