@@ -13,10 +13,12 @@ This is what ``05_train.ipynb``, ``busnb train`` and ``busnb sweep`` call. Order
 """
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
 from . import splits as S
+from .atomic import write_json
 from .config import Profile
 from .data import load_dataset
 from .data.tensors import SegArrays
@@ -106,8 +108,6 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
         clean_tmp(out, quiet=not progress)
         state = check_identity(out, identity, force, info={"root": parts.get("root")})
         if state == "finished":
-            import json
-
             if progress:
                 print(f"{out}: finished run with the same data, settings and code: reused (--force retrains)")
             return json.loads((out / "metrics.json").read_text())
@@ -151,10 +151,6 @@ def _publish_stage(info: dict, where: Path) -> None:
     if src.is_file():
         dest = where / PUBLISHED_STAGES / f"{info['kind']}-{Path(info['dir']).name}" / "metrics.json"
         if not dest.is_file():
-            import json
-
-            from .atomic import write_json
-
             write_json(dest, {**json.loads(src.read_text()), "stage_dir": info["dir"]})
 
 
@@ -176,8 +172,6 @@ def profile_from_dict(d: dict) -> Profile:
 def load_net(run_dir: str | Path, device="cpu"):
     """(network selected on validation, its Profile) of a trained run folder, rebuilt from ``run.json``
     and ``best.pt``, in eval mode on ``device``."""
-    import json
-
     import torch
 
     run_dir = Path(run_dir)
@@ -194,8 +188,6 @@ def load_net(run_dir: str | Path, device="cpu"):
 def load_trained(out_dir: str | Path, profile: Profile, method: str, method_kwargs: dict | None = None):
     """The method object of a finished run with its last state, the selected network in ``eval_net()``, and
     its stages re-attached from the stage cache (listed in the run's metrics.json)."""
-    import json
-
     import torch
 
     out_dir = Path(out_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .rundir import PUBLISHED_STAGES
+
 
 def collect(run_dir: str | Path):
     """One row per trained model found under ``run_dir`` (any depth)."""
@@ -213,8 +215,6 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
 def _published_stage(run: Path, root: Path) -> bool:
     """Whether the run folder ``run`` below ``root`` is a stage's score the experiment published beside the runs
     (``_stages/<kind>-<key>/``, :func:`busnb.experiment._publish_stage`), not a run of the row."""
-    from .rundir import PUBLISHED_STAGES
-
     return PUBLISHED_STAGES in run.relative_to(root).parts
 
 
