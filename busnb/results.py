@@ -296,6 +296,48 @@ def size_table(root, ref: str = "supervised", n_bins: int = 4):
     return pd.DataFrame(rows).set_index("row")
 
 
+def paired_table(root, ref: str = "supervised", pairs=None, metric: str = "dice", scale: float = 100.0,
+                 digits: int = 2):
+    """Paired differences by seed between sub-folders of ``root`` (as :func:`folder_table`): for each row, its test
+    ``metric`` minus the reference row's at the **same seed** (same split, same training seed), over the seeds both
+    have. With 2.5 % labels the seed-to-seed spread of one method (split and initialisation) is often larger than the
+    gap between two methods, so a claim "A adds x over B" is read from these paired differences, not from two
+    means ± std side by side.
+
+    ``pairs``: ``[(row, reference), ...]`` (e.g. ``("supervised-ssl", "supervised")``); default: every other
+    sub-folder against ``ref``. Columns: the mean ± std of the differences, the differences per seed, at how many
+    seeds the row is above its reference, and the paired seeds. A row or reference that is no sub-folder, or a
+    pair without a common seed, is an error. Stage scores published beside the runs (``_stages/``) are left out.
+    ``python -m busnb.results --paired DIR [--ref ROW] [ROW:REFERENCE ...]`` prints it."""
+    import pandas as pd
+
+    per = {}  # row -> {seed: metric}
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        df = collect(sub)
+        if df.empty:
+            continue
+        df = df[~df["path"].map(lambda p: _published_stage(Path(p), Path(root)))]
+        per[sub.name] = {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
+    if pairs is None:
+        pairs = [(name, ref) for name in sorted(per) if name != ref]
+    rows = []
+    for name, against in pairs:
+        for n in (name, against):
+            if n not in per:
+                raise ValueError(f"paired_table: no row {n!r} with runs under {root} (rows: {sorted(per)}). Fix: "
+                                 "name sub-folders that hold metrics.json files.")
+        seeds = sorted(set(per[name]) & set(per[against]))
+        if not seeds:
+            raise ValueError(f"paired_table: {name!r} (seeds {sorted(per[name])}) and {against!r} (seeds "
+                             f"{sorted(per[against])}) have no seed in common to pair.")
+        d = [per[name][s] - per[against][s] for s in seeds]
+        rows.append({"row": name, "reference": against,
+                     f"Δ {COLUMN_NAMES.get(metric, metric)}": _mean_std(d, scale, digits),
+                     "per seed": " / ".join(f"{scale * x:+.{digits}f}" for x in d),
+                     "above": f"{sum(x > 0 for x in d)} of {len(d)}", "seeds": ", ".join(map(str, seeds))})
+    return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
+
+
 def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
     if name == "pseudo_labels":
@@ -403,6 +445,16 @@ if __name__ == "__main__":
         ref = args[args.index("--ref") + 1] if "--ref" in args else "supervised"
         bins = int(args[args.index("--bins") + 1]) if "--bins" in args else 4
         t = size_table(args[1] if len(args) > 1 else "results", ref=ref, n_bins=bins)
+        print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
+    elif args[:1] == ["--paired"]:
+        ref = args[args.index("--ref") + 1] if "--ref" in args else "supervised"
+        rest = [a for a in args[2:] if a not in ("--ref", ref)]
+        bad = [a for a in rest if ":" not in a]
+        if bad:
+            sys.exit(f"--paired: {bad[0]!r} is not ROW:REFERENCE. Fix: python -m busnb.results --paired DIR "
+                     "[--ref ROW] [ROW:REFERENCE ...], e.g. supervised-ssl:supervised")
+        pairs = [tuple(a.split(":", 1)) for a in rest] or None
+        t = paired_table(args[1] if len(args) > 1 else "results", ref=ref, pairs=pairs)
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
     else:
         print(markdown_summary(args[0] if args else "results"))

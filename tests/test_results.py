@@ -184,3 +184,37 @@ def test_size_table_bins_by_true_lesion_size(tmp_path):
     bad.write_text("id,dice\ni0,0.5\n")
     with pytest.raises(ValueError, match=r"test_per_image\.csv.*busnb evaluate"):
         size_table(tmp_path)
+
+
+def test_paired_table_differences_by_seed(tmp_path):
+    """A row minus its reference at the same seed, over the seeds both have; by default every row against
+    ``ref``; explicit pairs; an unknown row or a pair without a common seed is an error naming the rows."""
+    import subprocess
+    import sys
+
+    from busnb.results import paired_table
+
+    for seed, (sup, ssl, dt) in enumerate([(0.50, 0.52, 0.60), (0.30, 0.36, 0.62), (0.45, 0.44, 0.58)]):
+        _write(tmp_path / "supervised", "supervised", 2.5, seed, sup)
+        _write(tmp_path / "supervised-ssl", "supervised", 2.5, seed, ssl)
+        if seed < 2:
+            _write(tmp_path / "dual_teacher", "dual_teacher", 2.5, seed, dt)
+    _write(tmp_path / "dual_teacher" / "_stages", "appg_static_teacher", 2.5, 0, 0.99)  # not a run of the row
+    t = paired_table(tmp_path)
+    assert list(t.index) == ["dual_teacher", "supervised-ssl"]
+    assert t.loc["supervised-ssl", "per seed"] == "+2.00 / +6.00 / -1.00"
+    assert t.loc["supervised-ssl", "Δ Dice (%)"] == "2.33 ± 3.51" and t.loc["supervised-ssl", "above"] == "2 of 3"
+    assert t.loc["dual_teacher", "per seed"] == "+10.00 / +32.00" and t.loc["dual_teacher", "seeds"] == "0, 1"
+    t = paired_table(tmp_path, pairs=[("dual_teacher", "supervised-ssl")])
+    assert t.loc["dual_teacher", "reference"] == "supervised-ssl" and t.loc["dual_teacher", "above"] == "2 of 2"
+    with pytest.raises(ValueError, match="no row 'bcp'"):
+        paired_table(tmp_path, pairs=[("bcp", "supervised")])
+    _write(tmp_path / "late", "supervised", 2.5, 7, 0.1)
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_table(tmp_path, pairs=[("late", "supervised")])
+    out = subprocess.run([sys.executable, "-m", "busnb.results", "--paired", str(tmp_path),
+                          "supervised-ssl:supervised"], capture_output=True, text=True, check=True).stdout
+    assert "+2.00 / +6.00 / -1.00" in out and "dual_teacher" not in out
+    bad = subprocess.run([sys.executable, "-m", "busnb.results", "--paired", str(tmp_path), "supervised-ssl"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "ROW:REFERENCE" in bad.stderr
