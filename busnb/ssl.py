@@ -200,6 +200,29 @@ def chance_agreement(classes) -> float:
     return sum(c * (c - 1) for c in Counter(classes).values()) / (n * (n - 1))
 
 
+def neighbour_check(pool, encoder_path, encoder: str, size: int, decoder_channels, seed: int = 0) -> dict:
+    """The label-free check of an encoder (``notebooks/10_self_supervised_encoder``): leave-one-out 1-NN class
+    agreement (:func:`knn_agreement`) of the train-pool images ``pool`` embedded by the encoder at
+    ``encoder_path``, beside a random-init encoder of the same architecture (drawn from ``seed``, own RNG
+    stream) and chance (:func:`chance_agreement`). Reads the images and their image-level class only, no mask."""
+    from .data.tensors import SegArrays
+    from .models import build_model
+    from .train import rng_state, set_rng_state
+
+    images = SegArrays(pool, size, progress=False).batch(torch.arange(len(pool)))["image"]
+    classes = [s.cls for s in pool]
+    saved = rng_state()
+    try:
+        torch.manual_seed(seed)
+        random_enc = build_model(encoder, None, decoder_channels).net.encoder
+        ssl_enc = build_model(encoder, str(encoder_path), decoder_channels).net.encoder  # its init draws too
+    finally:
+        set_rng_state(saved)
+    return {"n_images": len(pool), "chance": round(chance_agreement(classes), 4),
+            "random_encoder": round(knn_agreement(embed(random_enc, images), classes), 4),
+            "ssl_encoder": round(knn_agreement(embed(ssl_enc, images), classes), 4)}
+
+
 def load_encoder(net, path: str | Path) -> None:
     """Load an encoder state dict (``encoder.pt``) into ``net`` (a :class:`busnb.models.SegNet`), with a clear
     error when the file is missing or belongs to another encoder."""
@@ -238,6 +261,13 @@ def cmd_pretrain(a) -> int:
               f"{info['losses'][0]:.3f} -> {info['losses'][-1]:.3f})")
         print(f"  use it: busnb train --profile {a.profile} --set encoder_weights=ssl ...  "
               f"(or encoder_weights={path})")
+        if a.check:
+            c = neighbour_check(list(parts["labeled"]) + list(parts["unlabeled"]), path, prof.encoder,
+                                prof.image_size, prof.decoder_channels)
+            write_json(path.parent / "check.json", c)
+            print(f"  1-NN same class (label-free check, {c['n_images']} images): SimCLR encoder "
+                  f"{c['ssl_encoder']:.3f}, random encoder {c['random_encoder']:.3f}, chance {c['chance']:.3f}  "
+                  f"-> {path.parent / 'check.json'}")
     return 0
 
 
@@ -252,4 +282,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch", type=int, default=SSLConfig.batch)
     p.add_argument("--set", action="append", help="profile override key=value")
     p.add_argument("--device", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--check", action="store_true", help="then the label-free 1-nearest-neighbour class check of "
+                   "the encoder against a random one (check.json beside encoder.pt)")
     p.set_defaults(fn=cmd_pretrain)

@@ -190,3 +190,30 @@ def test_run_with_ssl_and_augmentation_is_reproducible(iso_cache):
     w1 = torch.load(iso_cache / "a" / "best.pt", weights_only=False)["net"]
     w2 = torch.load(iso_cache / "b" / "best.pt", weights_only=False)["net"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_pretrain_check_compares_the_encoder_with_a_random_one(iso_cache, capsys):
+    """`busnb pretrain --check`: the label-free 1-NN check of the stored encoder, written beside it; the random
+    reference is drawn in its own RNG stream, and the SSL column embeds the encoder at the given path (an
+    encoder.pt holding the random encoder's weights scores exactly as the random one)."""
+    from busnb.cli import main
+    from busnb.models import build_model
+    from busnb.ssl import chance_agreement, encoder_dir, neighbour_check, SSLConfig
+
+    assert main(["pretrain", "--profile", "smoke", "--set", "image_size=32", "--epochs", "1", "--batch", "16",
+                 "--check"]) == 0
+    parts = _parts()
+    prof = get_profile("smoke", image_size=32)
+    folder = encoder_dir(parts, prof.encoder, 32, SSLConfig(epochs=1, batch=16), prof.encoder_depth)
+    check = json.loads((folder / "check.json").read_text())
+    pool = list(parts["labeled"]) + list(parts["unlabeled"])
+    assert check["n_images"] == len(pool) and check["chance"] == round(chance_agreement([s.cls for s in pool]), 4)
+    assert "1-NN same class" in capsys.readouterr().out
+    before = torch.random.get_rng_state()
+    again = neighbour_check(pool, folder / "encoder.pt", prof.encoder, 32, prof.decoder_channels)
+    assert again == check and torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(0)  # the random reference's draw, saved as an encoder file
+    rnd = build_model(prof.encoder, None, prof.decoder_channels).net.encoder.state_dict()
+    torch.save(rnd, iso_cache / "random.pt")
+    same = neighbour_check(pool, iso_cache / "random.pt", prof.encoder, 32, prof.decoder_channels)
+    assert same["ssl_encoder"] == same["random_encoder"] == check["random_encoder"]
