@@ -139,6 +139,7 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
         extra = {**report, "base_method": m.name, "best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"],
                  "method_kwargs": method_kwargs or {}, "options": getattr(m, "opts", {}),
                  "stages": stage_info, "stage1": stage_info[0] if stage_info else None,
+                 "encoder_weights": built.encoder_weights,  # the file behind encoder_weights=ssl (its cache key)
                  "train_seconds": round(sum(h["seconds"] for h in fit["history"]), 1)}
         return evaluate_and_write(net, parts, size, out, method, seed, profile, extra, progress)
 

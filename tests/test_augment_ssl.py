@@ -187,6 +187,7 @@ def test_run_with_ssl_and_augmentation_is_reproducible(iso_cache):
     r1 = run_experiment(prof, "supervised", out_dir=iso_cache / "a", progress=False)
     r2 = run_experiment(prof, "supervised", out_dir=iso_cache / "b", progress=False)
     assert r1["test"]["dice"] == r2["test"]["dice"]
+    assert r1["encoder_weights"].endswith("encoder.pt") and r1["encoder_weights"] == r2["encoder_weights"]
     w1 = torch.load(iso_cache / "a" / "best.pt", weights_only=False)["net"]
     w2 = torch.load(iso_cache / "b" / "best.pt", weights_only=False)["net"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
