@@ -317,6 +317,11 @@ def paired_table(root, ref: str = "supervised", pairs=None, metric: str = "dice"
         if df.empty:
             continue
         df = df[~df["path"].map(lambda p: _published_stage(Path(p), Path(root)))]
+        twice = sorted({int(x) for x in df["seed"][df["seed"].duplicated()]})
+        if twice:
+            raise ValueError(f"paired_table: {sub} holds more than one run of seed {twice[0]} "
+                             f"({sorted(df['path'][df['seed'] == twice[0]])}). Fix: one run per seed in a row's "
+                             "folder (put other ratios or settings in their own folders).")
         per[sub.name] = {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
     if pairs is None:
         pairs = [(name, ref) for name in sorted(per) if name != ref]
@@ -447,12 +452,14 @@ if __name__ == "__main__":
         t = size_table(args[1] if len(args) > 1 else "results", ref=ref, n_bins=bins)
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
     elif args[:1] == ["--paired"]:
+        usage = "Fix: python -m busnb.results --paired DIR [--ref ROW] [ROW:REFERENCE ...]"
+        if "--ref" in args and args.index("--ref") + 1 >= len(args):
+            sys.exit(f"--paired: --ref needs a row name. {usage}")
         ref = args[args.index("--ref") + 1] if "--ref" in args else "supervised"
         rest = [a for a in args[2:] if a not in ("--ref", ref)]
         bad = [a for a in rest if ":" not in a]
         if bad:
-            sys.exit(f"--paired: {bad[0]!r} is not ROW:REFERENCE. Fix: python -m busnb.results --paired DIR "
-                     "[--ref ROW] [ROW:REFERENCE ...], e.g. supervised-ssl:supervised")
+            sys.exit(f"--paired: {bad[0]!r} is not ROW:REFERENCE. {usage}, e.g. supervised-ssl:supervised")
         pairs = [tuple(a.split(":", 1)) for a in rest] or None
         t = paired_table(args[1] if len(args) > 1 else "results", ref=ref, pairs=pairs)
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")

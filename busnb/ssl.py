@@ -90,10 +90,15 @@ def nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Ten
 CODE = ("ssl.py", "augment.py", "models.py", "data/tensors.py", "data/io.py")
 
 
+def train_pool(parts: dict) -> list:
+    """The train pool of a split (``busnb.experiment.prepare``): its labeled and unlabeled samples, never val or test."""
+    return list(parts["labeled"]) + list(parts["unlabeled"])
+
+
 def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5) -> tuple[str, dict]:
     from .provenance import source_hash
 
-    pool = sorted(s.id for s in list(parts["labeled"]) + list(parts["unlabeled"]))
+    pool = sorted(s.id for s in train_pool(parts))
     inputs = {"dataset": parts["dataset"], "split": parts["split_name"], "seed": parts["seed"],
               "content": parts["fingerprint"]["content"],
               "pool": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12], "n_pool": len(pool),
@@ -125,7 +130,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
     done = out / "encoder.pt"
     if done.is_file():
         return done
-    pool = list(parts["labeled"]) + list(parts["unlabeled"])
+    pool = train_pool(parts)
     if len(pool) < 2:
         raise ValueError(f"self-supervised pretraining needs at least 2 train-pool images; split "
                          f"{parts['split_name']} seed {parts['seed']} has {len(pool)}")
@@ -262,8 +267,7 @@ def cmd_pretrain(a) -> int:
         print(f"  use it: busnb train --profile {a.profile} --set encoder_weights=ssl ...  "
               f"(or encoder_weights={path})")
         if a.check:
-            c = neighbour_check(list(parts["labeled"]) + list(parts["unlabeled"]), path, prof.encoder,
-                                prof.image_size, prof.decoder_channels)
+            c = neighbour_check(train_pool(parts), path, prof.encoder, prof.image_size, prof.decoder_channels)
             write_json(path.parent / "check.json", c)
             print(f"  1-NN same class (label-free check, {c['n_images']} images): SimCLR encoder "
                   f"{c['ssl_encoder']:.3f}, random encoder {c['random_encoder']:.3f}, chance {c['chance']:.3f}  "

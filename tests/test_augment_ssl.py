@@ -199,7 +199,7 @@ def test_pretrain_check_compares_the_encoder_with_a_random_one(iso_cache, capsys
     encoder.pt holding the random encoder's weights scores exactly as the random one)."""
     from busnb.cli import main
     from busnb.models import build_model
-    from busnb.ssl import chance_agreement, encoder_dir, neighbour_check, SSLConfig
+    from busnb.ssl import SSLConfig, chance_agreement, encoder_dir, neighbour_check, train_pool
 
     assert main(["pretrain", "--profile", "smoke", "--set", "image_size=32", "--epochs", "1", "--batch", "16",
                  "--check"]) == 0
@@ -207,7 +207,7 @@ def test_pretrain_check_compares_the_encoder_with_a_random_one(iso_cache, capsys
     prof = get_profile("smoke", image_size=32)
     folder = encoder_dir(parts, prof.encoder, 32, SSLConfig(epochs=1, batch=16), prof.encoder_depth)
     check = json.loads((folder / "check.json").read_text())
-    pool = list(parts["labeled"]) + list(parts["unlabeled"])
+    pool = train_pool(parts)
     assert check["n_images"] == len(pool) and check["chance"] == round(chance_agreement([s.cls for s in pool]), 4)
     assert "1-NN same class" in capsys.readouterr().out
     before = torch.random.get_rng_state()

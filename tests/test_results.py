@@ -188,7 +188,9 @@ def test_size_table_bins_by_true_lesion_size(tmp_path):
 
 def test_paired_table_differences_by_seed(tmp_path):
     """A row minus its reference at the same seed, over the seeds both have; by default every row against
-    ``ref``; explicit pairs; an unknown row or a pair without a common seed is an error naming the rows."""
+    ``ref``; explicit pairs; an unknown row, a pair without a common seed or two runs of one seed in a row is an
+    error naming them."""
+    import shutil
     import subprocess
     import sys
 
@@ -212,6 +214,10 @@ def test_paired_table_differences_by_seed(tmp_path):
     _write(tmp_path / "late", "supervised", 2.5, 7, 0.1)
     with pytest.raises(ValueError, match="no seed in common"):
         paired_table(tmp_path, pairs=[("late", "supervised")])
+    _write(tmp_path / "late", "supervised", 10, 7, 0.2)  # a second run of seed 7 in one row: ambiguous
+    with pytest.raises(ValueError, match="more than one run of seed 7"):
+        paired_table(tmp_path)
+    shutil.rmtree(tmp_path / "late")
     out = subprocess.run([sys.executable, "-m", "busnb.results", "--paired", str(tmp_path),
                           "supervised-ssl:supervised"], capture_output=True, text=True, check=True).stdout
     assert "+2.00 / +6.00 / -1.00" in out and "dual_teacher" not in out
