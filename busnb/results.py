@@ -192,13 +192,9 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
     import pandas as pd
 
     rows = []
-    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        df = collect(sub)
-        if df.empty:
-            continue
-        stage = df["path"].map(lambda p: _published_stage(Path(p), Path(root)))
-        groups = [(sub.name, df[~stage])] + [(f"{sub.name}: {v} (stage)", g)
-                                              for v, g in df[stage].groupby("method", sort=True)]
+    for name, df, stage in _folder_rows(root):
+        groups = [(name, df[~stage])] + [(f"{name}: {v} (stage)", g)
+                                         for v, g in df[stage].groupby("method", sort=True)]
         for label, g in groups:
             if g.empty:
                 continue
@@ -210,6 +206,16 @@ def folder_table(root, metrics=(("dice", 100.0, 2), ("iou", 100.0, 2), ("hd95", 
             row["runs (seeds)"] = _runs(g["seed"])
             rows.append(row)
     return pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame()
+
+
+def _folder_rows(root):
+    """(sub-folder name, :func:`collect` of it, mask of the runs that are published stage scores) for each
+    sub-folder of ``root`` that holds runs, in name order: the rows of :func:`folder_table` and
+    :func:`paired_table`."""
+    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        df = collect(sub)
+        if not df.empty:
+            yield sub.name, df, df["path"].map(lambda p: _published_stage(Path(p), Path(root)))
 
 
 def _published_stage(run: Path, root: Path) -> bool:
@@ -312,17 +318,14 @@ def paired_table(root, ref: str = "supervised", pairs=None, metric: str = "dice"
     import pandas as pd
 
     per = {}  # row -> {seed: metric}
-    for sub in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        df = collect(sub)
-        if df.empty:
-            continue
-        df = df[~df["path"].map(lambda p: _published_stage(Path(p), Path(root)))]
+    for name, df, stage in _folder_rows(root):
+        df = df[~stage]
         twice = sorted({int(x) for x in df["seed"][df["seed"].duplicated()]})
         if twice:
-            raise ValueError(f"paired_table: {sub} holds more than one run of seed {twice[0]} "
+            raise ValueError(f"paired_table: {Path(root) / name} holds more than one run of seed {twice[0]} "
                              f"({sorted(df['path'][df['seed'] == twice[0]])}). Fix: one run per seed in a row's "
                              "folder (put other ratios or settings in their own folders).")
-        per[sub.name] = {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
+        per[name] = {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
     if pairs is None:
         pairs = [(name, ref) for name in sorted(per) if name != ref]
     rows = []
