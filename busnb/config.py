@@ -19,7 +19,8 @@
   (``encoder_weights=ssl``, ``busnb.ssl``).
 
 ``encoder_weights``: None (from scratch), ``ssl`` (the in-domain encoder of the run's dataset and split seed,
-pretrained for ``ssl_epochs`` epochs and cached), the path of an ``encoder.pt``, or a name smp downloads
+pretrained for ``ssl_epochs`` epochs with ``ssl_method``, ``simclr`` (the encoder) or ``restore`` (encoder and
+decoder by masked restoration), and cached), the path of an ``encoder.pt``, or a name smp downloads
 (``imagenet``; not possible offline). ``augment``: ``none`` | ``weak`` | ``us`` (``busnb.augment``).
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Profile:
     encoder_weights: str | None = None
     augment: str = "none"
     ssl_epochs: int = 100
+    ssl_method: str = "simclr"  # or "restore" (busnb.ssl: the whole U-Net pretrained by masked restoration)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     seeds: tuple = (0,)
     ratios: tuple = (2.5,)
@@ -168,13 +170,18 @@ def check_overrides(name: str, overrides: dict) -> dict:
 
         if out["augment"] not in KINDS:
             raise SettingError(f"setting augment={out['augment']!r}: choose one of {', '.join(KINDS)}.")
+    if "ssl_method" in out:
+        from .ssl import SSL_METHODS
+
+        if out["ssl_method"] not in SSL_METHODS:
+            raise SettingError(f"setting ssl_method={out['ssl_method']!r}: choose one of {', '.join(SSL_METHODS)}.")
     if "encoder_weights" in out and out["encoder_weights"] not in (None, "ssl", "imagenet"):
         from pathlib import Path
 
         if not Path(out["encoder_weights"]).is_file():
             raise SettingError(f"setting encoder_weights={out['encoder_weights']!r}: no such file. Use none, ssl "
-                               "(in-domain SimCLR encoder, pretrained and cached per split seed), imagenet "
-                               "(needs a download), or the path of an encoder.pt from `busnb pretrain`.")
+                               "(in-domain pretrained network, cached per split seed), imagenet "
+                               "(needs a download), or the path of an encoder.pt or unet.pt from `busnb pretrain`.")
     if "lr" in out and not out["lr"] > 0:
         raise SettingError(f"setting lr={out['lr']}: must be positive.")
     return out

@@ -65,16 +65,18 @@ def net_factory(profile: Profile, init: bool = True):
 
 
 def resolve_encoder(profile: Profile, parts: dict, progress: bool = True) -> Profile:
-    """``encoder_weights=ssl`` replaced by the path of this split seed's in-domain SimCLR encoder
-    (``busnb.ssl.pretrain_encoder``: pretrained now on the train pool if not cached); other profiles as given."""
+    """``encoder_weights=ssl`` replaced by the path of this split seed's in-domain pretrained weights
+    (``busnb.ssl.pretrain_encoder`` with the profile's ``ssl_method``: pretrained now on the train pool if not
+    cached); other profiles as given."""
     if profile.encoder_weights != "ssl":
         return profile
     from dataclasses import replace
 
     from .ssl import SSLConfig, pretrain_encoder
 
-    path = pretrain_encoder(parts, profile.encoder, profile.image_size, SSLConfig(epochs=profile.ssl_epochs),
-                            progress=progress, depth=profile.encoder_depth)
+    path = pretrain_encoder(parts, profile.encoder, profile.image_size,
+                            SSLConfig(epochs=profile.ssl_epochs, method=profile.ssl_method), progress=progress,
+                            depth=profile.encoder_depth, decoder_channels=profile.decoder_channels)
     return replace(profile, encoder_weights=str(path))
 
 

@@ -1,4 +1,4 @@
-"""In-domain self-supervised pretraining of the U-Net encoder (SimCLR with lightly), per dataset and split seed.
+"""In-domain self-supervised pretraining of the U-Net (SimCLR or masked restoration, with lightly), per dataset and split seed.
 
 No ImageNet weights can be downloaded on many hospital and air-gapped machines, so the encoder is pretrained
 on the dataset itself: on the **train pool** of a split (labeled + unlabeled images of split seed ``k``;
@@ -10,6 +10,17 @@ average-pooled, a 2-layer projection head (``lightly.models.modules.SimCLRProjec
 loss (``lightly.loss.NTXentLoss``, temperature 0.2). Views suit B-mode ultrasound (there is no colour to
 jitter): a random resized crop (area 35-100 %, aspect 3/4-4/3), horizontal flip, small rotation, gamma,
 Gaussian blur and multiplicative speckle (``busnb.augment``). Adam, lr 1e-3, cosine decay.
+
+Method ``restore`` (``SSLConfig.method``, the profile's ``ssl_method``): masked restoration of the **whole U-Net**,
+encoder and decoder - the in-painting task of Models Genesis (Zhou et al., MICCAI 2019 / MedIA 2021: a U-Net
+learns to restore medical images from corrupted copies, and its encoder *and* decoder initialise the
+segmentation network), in the masked form of MAE (He et al., CVPR 2022: a random ``mask_ratio`` share of the
+cells of a ``grid`` x ``grid`` partition is hidden, here filled with uniform noise; cells drawn with lightly's
+``random_token_mask``; the loss counts the hidden cells only, since the U-Net's skip connections would copy the
+visible ones). Input: one ultrasound view as above; target: the same view uncorrupted; loss: mean squared error
+of the sigmoid output (:func:`masked_mse`). SimCLR pretrains the encoder only, so with 13 labeled images the
+decoder still starts random; restoration pretrains both. Everything but the one-channel output layer is kept
+(``unet.pt``); loading it (:func:`load_encoder`) needs the run's decoder widths.
 
 The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` with
 ``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
@@ -34,6 +45,9 @@ from .paths import cache_dir
 from .rundir import RunLock, clean_tmp
 
 
+SSL_METHODS = ("simclr", "restore")
+
+
 @dataclass(frozen=True)
 class SSLConfig:
     epochs: int = 100
@@ -42,6 +56,15 @@ class SSLConfig:
     temperature: float = 0.2
     proj_dim: int = 128
     min_area: float = 0.35
+    method: str = "simclr"      # or "restore" (module docstring)
+    mask_ratio: float = 0.6     # restore: share of grid cells hidden
+    grid: int = 8               # restore: cells per side
+
+    def __post_init__(self):
+        if self.method not in SSL_METHODS:
+            raise ValueError(f"ssl method {self.method!r}: choose one of {', '.join(SSL_METHODS)}")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"ssl mask_ratio {self.mask_ratio!r}: must be in (0, 1)")
 
 
 def ultrasound_views(img: torch.Tensor, min_area: float = 0.35) -> torch.Tensor:
@@ -86,6 +109,25 @@ def nt_xent(z0: torch.Tensor, z1: torch.Tensor, temperature: float) -> torch.Ten
     return NTXentLoss(temperature=temperature)(z0, z1)
 
 
+def masked_view(x: torch.Tensor, grid: int, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_masked, m): ``x`` (B,C,H,W) with ``ratio`` of the cells of a ``grid`` x ``grid`` partition replaced by
+    uniform noise, and m (B,1,H,W) = 1 on the hidden pixels. Cells drawn per image by lightly's
+    ``random_token_mask`` (torch's default generator)."""
+    from lightly.models.utils import random_token_mask
+
+    b, _, h, w = x.shape
+    _, hidden = random_token_mask((b, grid * grid), ratio, mask_class_token=True, device=x.device)
+    cells = torch.zeros(b, grid * grid, device=x.device, dtype=x.dtype).scatter_(1, hidden, 1.0)
+    m = F.interpolate(cells.view(b, 1, grid, grid), size=(h, w), mode="nearest")
+    return x * (1 - m) + torch.rand_like(x) * m, m
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Restoration loss of the ``restore`` method: mean squared error over the hidden pixels (m = 1) only, as MAE
+    scores masked patches only (He et al. 2022, Sec. 3)."""
+    return ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[1]).clamp(min=1.0)
+
+
 # the modules the encoder depends on (its cache key hashes these, not the whole package)
 CODE = ("ssl.py", "augment.py", "models.py", "data/tensors.py", "data/io.py")
 
@@ -95,7 +137,8 @@ def train_pool(parts: dict) -> list:
     return list(parts["labeled"]) + list(parts["unlabeled"])
 
 
-def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5) -> tuple[str, dict]:
+def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5,
+                decoder_channels=None) -> tuple[str, dict]:
     from .provenance import source_hash
 
     pool = sorted(s.id for s in train_pool(parts))
@@ -103,21 +146,40 @@ def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int
               "content": parts["fingerprint"]["content"],
               "pool": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12], "n_pool": len(pool),
               "encoder": encoder, "depth": depth, "image_size": size, "ssl": asdict(cfg), "code": source_hash(*CODE)}
+    if cfg.method == "restore":  # the decoder is pretrained too: its widths are part of the result
+        inputs["decoder_channels"] = list(_decoder(decoder_channels, depth))
     return hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12], inputs
 
 
-def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5) -> Path:
-    key, _ = encoder_key(parts, encoder, size, cfg, depth)
+def _decoder(decoder_channels, depth: int) -> tuple:
+    if decoder_channels is None:
+        raise ValueError("ssl method 'restore' pretrains the decoder too: pass the run's decoder_channels")
+    if len(decoder_channels) != depth:
+        raise ValueError(f"decoder_channels {tuple(decoder_channels)} has {len(decoder_channels)} widths, the encoder "
+                         f"depth is {depth}: they must match (one decoder width per encoder stage)")
+    return tuple(int(c) for c in decoder_channels)
+
+
+def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int = 5, decoder_channels=None) -> Path:
+    key, _ = encoder_key(parts, encoder, size, cfg, depth, decoder_channels)
     name = encoder if depth == 5 else f"{encoder}d{depth}"
-    return cache_dir() / "encoders" / f"{parts['split_name']}-s{parts['seed']}-{name}-{size}px-{key}"
+    tag = "" if cfg.method == "simclr" else f"-{cfg.method}"
+    return cache_dir() / "encoders" / f"{parts['split_name']}-s{parts['seed']}-{name}-{size}px{tag}-{key}"
+
+
+def weights_file(cfg: SSLConfig) -> str:
+    """The file a pretraining leaves: ``encoder.pt`` (SimCLR: encoder only) or ``unet.pt`` (restore: encoder and
+    decoder)."""
+    return "encoder.pt" if cfg.method == "simclr" else "unet.pt"
 
 
 def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLConfig(), progress: bool = True,
-                     device: str = "auto", seed: int | None = None, depth: int = 5) -> Path:
-    """Path of ``encoder.pt`` (the encoder's state dict) pretrained with SimCLR on the train pool of
-    ``parts`` (``busnb.experiment.prepare``: labeled + unlabeled images; val and test are not read). Cached by
-    inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the
-    caller's random state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
+                     device: str = "auto", seed: int | None = None, depth: int = 5, decoder_channels=None) -> Path:
+    """Path of the pretrained weights on the train pool of ``parts`` (``busnb.experiment.prepare``: labeled +
+    unlabeled images; val and test are not read): ``encoder.pt`` (the encoder's state dict) with SimCLR,
+    ``unet.pt`` (encoder and decoder, ``decoder_channels`` needed) with ``cfg.method="restore"``. Cached by inputs,
+    resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the caller's random
+    state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
     (``Profile.encoder_depth``)."""
     from tqdm.auto import tqdm
 
@@ -125,9 +187,9 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
     from .models import build_model, pick_device
     from .train import resume_loop_state, rng_state, save_loop_state, seed_everything, set_rng_state
 
-    key, inputs = encoder_key(parts, encoder, size, cfg, depth)
-    out = encoder_dir(parts, encoder, size, cfg, depth)
-    done = out / "encoder.pt"
+    key, inputs = encoder_key(parts, encoder, size, cfg, depth, decoder_channels)
+    out = encoder_dir(parts, encoder, size, cfg, depth, decoder_channels)
+    done = out / weights_file(cfg)
     if done.is_file():
         return done
     pool = train_pool(parts)
@@ -144,15 +206,19 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
         seed_everything(1_000_003 + parts["seed"] if seed is None else seed)
         try:
             arrays = SegArrays(pool, size, progress=progress).to(dev)  # masks are loaded but never used
-            net = build_model(encoder, None, decoder_channels=(16,) * depth).net
-            model = SimCLRModel(net.encoder, net.encoder.out_channels[-1], cfg.proj_dim).to(dev)
+            if cfg.method == "simclr":
+                net = build_model(encoder, None, decoder_channels=(16,) * depth).net
+                model = SimCLRModel(net.encoder, net.encoder.out_channels[-1], cfg.proj_dim).to(dev)
+            else:
+                model = build_model(encoder, None, decoder_channels=_decoder(decoder_channels, depth)).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
             batch = min(cfg.batch, len(pool))
             steps = max(1, len(pool) // batch)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
             last = out / "last.pt"
             epoch, losses = resume_loop_state(last, model=model, opt=opt, sched=sched)
-            bar = tqdm(range(epoch, cfg.epochs), desc=f"SimCLR {encoder} {size}px", disable=not progress,
+            label = {"simclr": "SimCLR", "restore": "restore"}[cfg.method]
+            bar = tqdm(range(epoch, cfg.epochs), desc=f"{label} {encoder} {size}px", disable=not progress,
                        initial=epoch, total=cfg.epochs)
             for ep in bar:
                 model.train()
@@ -160,8 +226,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
                 tot = 0.0
                 for s in range(steps):
                     x = arrays.images[perm[s * batch:(s + 1) * batch]].float() / 255.0
-                    loss = nt_xent(model(ultrasound_views(x, cfg.min_area)),
-                                   model(ultrasound_views(x, cfg.min_area)), cfg.temperature)
+                    loss = ssl_loss(model, x, cfg)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -171,10 +236,31 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 save_loop_state(last, ep + 1, losses, model=model, opt=opt, sched=sched)
             write_json(out / "info.json", {"key": key, **inputs, "losses": losses, "n_images": len(pool)})
-            torch_save({k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}, done)
+            torch_save(pretrained_state(model, cfg), done)
         finally:
             set_rng_state(saved)
     return done
+
+
+def ssl_loss(model: torch.nn.Module, x: torch.Tensor, cfg: SSLConfig) -> torch.Tensor:
+    """One batch's pretraining loss. SimCLR: NT-Xent of two ultrasound views (:func:`nt_xent`); restore: the
+    masked restoration error of one view (:func:`masked_view`, :func:`masked_mse`)."""
+    if cfg.method == "simclr":
+        return nt_xent(model(ultrasound_views(x, cfg.min_area)), model(ultrasound_views(x, cfg.min_area)),
+                       cfg.temperature)
+    v = ultrasound_views(x, cfg.min_area)
+    xm, m = masked_view(v, cfg.grid, cfg.mask_ratio)
+    return masked_mse(torch.sigmoid(model(xm).float()), v, m)
+
+
+def pretrained_state(model: torch.nn.Module, cfg: SSLConfig) -> dict:
+    """What a pretraining keeps (CPU tensors): the encoder's state dict (SimCLR), or the U-Net's without its
+    one-channel output layer (restore; keys ``encoder.*`` and ``decoder.*``)."""
+    if cfg.method == "simclr":
+        state = model.encoder.state_dict()
+    else:
+        state = {k: v for k, v in model.net.state_dict().items() if not k.startswith("segmentation_head.")}
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 @torch.no_grad()
@@ -229,20 +315,31 @@ def neighbour_check(pool, encoder_path, encoder: str, size: int, decoder_channel
 
 
 def load_encoder(net, path: str | Path) -> None:
-    """Load an encoder state dict (``encoder.pt``) into ``net`` (a :class:`busnb.models.SegNet`), with a clear
-    error when the file is missing or belongs to another encoder."""
+    """Load pretrained weights into ``net`` (a :class:`busnb.models.SegNet`): an encoder state dict
+    (``encoder.pt``, SimCLR) into its encoder, or a U-Net without its output layer (``unet.pt``, ``restore``: keys
+    ``encoder.*`` and ``decoder.*``) into encoder and decoder, the output layer left as initialised. A clear error
+    when the file is missing or belongs to another encoder or decoder."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder weights {path} not found. Fix: pretrain one with `busnb pretrain "
                                 "--profile P --seed S` (or set encoder_weights=ssl), or give the path of an "
-                                "existing encoder.pt.")
+                                "existing encoder.pt or unet.pt.")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    whole = any(k.startswith("decoder.") for k in state)
     try:
-        net.net.encoder.load_state_dict(state)
+        if whole:
+            missing, unexpected = net.net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("segmentation_head.")]
+            if missing or unexpected:
+                raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+        else:
+            net.net.encoder.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit this network's encoder ({str(e).splitlines()[0]}). Fix: use an "
-                         "encoder.pt pretrained for the same encoder and depth (busnb pretrain --profile with the "
-                         "run's profile: its encoder and the length of its decoder_channels).") from None
+        part = "encoder and decoder" if whole else "encoder"
+        raise ValueError(f"{path} does not fit this network's {part} ({str(e).splitlines()[0]}). Fix: use weights "
+                         "pretrained for the same network (busnb pretrain --profile with the run's profile: its "
+                         "encoder, the length of its decoder_channels and, for ssl_method=restore, the widths "
+                         "themselves).") from None
 
 
 def is_path(weights) -> bool:
@@ -256,28 +353,30 @@ def cmd_pretrain(a) -> int:
     from .experiment import prepare
 
     prof = get_profile(a.profile, **check_overrides(a.profile, _kv(a.set)))
-    cfg = SSLConfig(epochs=a.epochs or prof.ssl_epochs, batch=a.batch)
+    cfg = SSLConfig(epochs=a.epochs or prof.ssl_epochs, batch=a.batch, method=prof.ssl_method)
     for seed in a.seeds:
         parts = prepare(prof, a.dataset, 2.5, seed, a.root, progress=True)  # the train pool does not depend on the ratio
         path = pretrain_encoder(parts, prof.encoder, prof.image_size, cfg, device=a.device or "auto",
-                                depth=prof.encoder_depth)
+                                depth=prof.encoder_depth, decoder_channels=prof.decoder_channels)
         info = json.loads((path.parent / "info.json").read_text())
-        print(f"split seed {seed}: {path}  ({info['n_images']} train-pool images, SimCLR loss "
+        print(f"split seed {seed}: {path}  ({info['n_images']} train-pool images, {cfg.method} loss "
               f"{info['losses'][0]:.3f} -> {info['losses'][-1]:.3f})")
-        print(f"  use it: busnb train --profile {a.profile} --set encoder_weights=ssl ...  "
+        extra = "" if cfg.method == "simclr" else f" --set ssl_method={cfg.method}"
+        print(f"  use it: busnb train --profile {a.profile} --set encoder_weights=ssl{extra} ...  "
               f"(or encoder_weights={path})")
         if a.check:
             c = neighbour_check(train_pool(parts), path, prof.encoder, prof.image_size, prof.decoder_channels)
             write_json(path.parent / "check.json", c)
-            print(f"  1-NN same class (label-free check, {c['n_images']} images): SimCLR encoder "
+            print(f"  1-NN same class (label-free check, {c['n_images']} images): pretrained encoder "
                   f"{c['ssl_encoder']:.3f}, random encoder {c['random_encoder']:.3f}, chance {c['chance']:.3f}  "
                   f"-> {path.parent / 'check.json'}")
     return 0
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("pretrain", help="in-domain SimCLR pretraining of the U-Net encoder on a split's train "
-                       "pool (cached per dataset and split seed)")
+    p = sub.add_parser("pretrain", help="in-domain self-supervised pretraining on a split's train pool: SimCLR "
+                       "(the U-Net's encoder) or, with --set ssl_method=restore, masked restoration (encoder and "
+                       "decoder); cached per dataset and split seed")
     p.add_argument("--profile", default="smoke", help="encoder and image size come from the profile")
     p.add_argument("--dataset")
     p.add_argument("--root")
