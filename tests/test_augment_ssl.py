@@ -1,5 +1,6 @@
 """Batch augmentation (busnb.augment), the from-scratch profile, and in-domain SimCLR pretraining (busnb.ssl)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,3 +219,61 @@ def test_pretrain_check_compares_the_encoder_with_a_random_one(iso_cache, capsys
     torch.save(rnd, iso_cache / "random.pt")
     same = neighbour_check(pool, iso_cache / "random.pt", prof.encoder, 32, prof.decoder_channels)
     assert same["ssl_encoder"] == same["random_encoder"] == check["random_encoder"]
+
+
+def test_masked_view_hides_the_asked_share_of_grid_cells_and_the_loss_counts_only_them():
+    from busnb.ssl import masked_mse, masked_view
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32)
+    xm, m = masked_view(x, grid=8, ratio=0.6)
+    assert m.shape == (3, 1, 32, 32)
+    cells = m[:, 0, ::4, ::4]  # one pixel per 4 x 4 cell
+    assert torch.equal(m, cells.repeat_interleave(4, 1).repeat_interleave(4, 2).unsqueeze(1))  # whole cells
+    n_hidden = 64 - int(64 * (1 - 0.6))
+    assert cells.flatten(1).sum(1).tolist() == [n_hidden] * 3
+    assert not torch.equal(cells[0], cells[1])  # drawn per image
+    assert torch.equal(xm[m == 0], x[m == 0]) and not torch.equal(xm[m == 1], x[m == 1])
+    # wrong only where visible: no loss; wrong where hidden: the mean squared error over hidden pixels
+    assert masked_mse(torch.where(m == 0, 1 - x, x), x, m) == 0
+    err = masked_mse(torch.where(m == 1, x + 0.5, x), x, m)
+    assert torch.isclose(err, torch.tensor(0.25))
+
+
+def test_restore_pretrains_encoder_and_decoder_and_runs_start_from_both(iso_cache):
+    """ssl_method=restore: unet.pt holds the encoder and decoder (no output layer); every network of a run starts
+    from both; weights for other decoder widths are refused with the file named; the cache key follows the method
+    and the decoder widths."""
+    from busnb.experiment import net_factory, resolve_encoder
+    from busnb.models import build_model
+    from busnb.ssl import SSLConfig, encoder_key
+
+    parts = _parts()
+    prof = get_profile("smoke", encoder_weights="ssl", ssl_epochs=1, image_size=32, ssl_method="restore")
+    built = resolve_encoder(prof, parts, progress=False)
+    assert built.encoder_weights.endswith("unet.pt") and "-restore-" in built.encoder_weights
+    state = torch.load(built.encoder_weights, weights_only=True)
+    assert any(k.startswith("decoder.") for k in state) and any(k.startswith("encoder.") for k in state)
+    assert not any(k.startswith("segmentation_head.") for k in state)
+    info = json.loads((Path(built.encoder_weights).parent / "info.json").read_text())
+    assert info["decoder_channels"] == list(prof.decoder_channels) and info["ssl"]["method"] == "restore"
+    torch.manual_seed(1)
+    a = net_factory(built)()
+    torch.manual_seed(2)
+    b = net_factory(built)()
+    for k, v in state.items():
+        assert torch.equal(a.net.state_dict()[k], v) and torch.equal(b.net.state_dict()[k], v)
+    head = "segmentation_head.0.weight"
+    assert not torch.equal(a.net.state_dict()[head], b.net.state_dict()[head])  # the output layer stays fresh
+    with pytest.raises(ValueError, match=r"unet\.pt does not fit this network's encoder and decoder"):
+        build_model(prof.encoder, built.encoder_weights, (16, 16, 16))
+    cfg = SSLConfig(epochs=1, method="restore")
+    k1 = encoder_key(parts, "resnet18", 32, cfg, 3, (32, 16, 8))[0]
+    assert k1 != encoder_key(parts, "resnet18", 32, cfg, 3, (16, 16, 16))[0]
+    assert k1 != encoder_key(parts, "resnet18", 32, SSLConfig(epochs=1), 3)[0]
+    with pytest.raises(ValueError, match="decoder_channels"):
+        encoder_key(parts, "resnet18", 32, cfg, 3)
+    with pytest.raises(SettingError, match="ssl_method='mae'"):
+        get_profile("smoke", ssl_method="mae")
+    with pytest.raises(ValueError, match="ssl method"):
+        SSLConfig(method="byol")
