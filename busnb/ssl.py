@@ -22,8 +22,8 @@ of the sigmoid output (:func:`masked_mse`). SimCLR pretrains the encoder only, s
 decoder still starts random; restoration pretrains both. Everything but the one-channel output layer is kept
 (``unet.pt``); loading it (:func:`load_encoder`) needs the run's decoder widths.
 
-The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` with
-``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
+The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` (``restore``:
+``...-<size>px-restore-<key>/unet.pt``) with ``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
 encoder, image size, settings, the source of the modules in ``CODE``). Pretraining is written under a lock, checkpointed every epoch
 (``last.pt``, atomically) and resumes where it stopped. ``encoder_weights=ssl`` in a profile makes every
 network of a run (a method's students and teachers, and its stages) start from this encoder;
