@@ -223,7 +223,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
             for ep in bar:
                 model.train()
                 perm = torch.randperm(len(pool), device=arrays.images.device)
-                tot = 0.0
+                tot = torch.zeros((), device=dev)  # summed on the device: one host sync per epoch, not per step
                 for s in range(steps):
                     x = arrays.images[perm[s * batch:(s + 1) * batch]].float() / 255.0
                     loss = ssl_loss(model, x, cfg)
@@ -231,8 +231,8 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
                     loss.backward()
                     opt.step()
                     sched.step()
-                    tot += loss.item()
-                losses.append(round(tot / steps, 5))
+                    tot += loss.detach()
+                losses.append(round(float(tot) / steps, 5))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 save_loop_state(last, ep + 1, losses, model=model, opt=opt, sched=sched)
             write_json(out / "info.json", {"key": key, **inputs, "losses": losses, "n_images": len(pool)})
