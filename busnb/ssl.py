@@ -22,8 +22,15 @@ of the sigmoid output (:func:`masked_mse`). SimCLR pretrains the encoder only, s
 decoder still starts random; restoration pretrains both. Everything but the one-channel output layer is kept
 (``unet.pt``); loading it (:func:`load_encoder`) needs the run's decoder widths.
 
-The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` (``restore``:
-``...-<size>px-restore-<key>/unet.pt``) with ``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
+Method ``simclr+restore``: both, one after the other, as Chaitanya et al. (NeurIPS 2020, "Contrastive learning of
+global and local features for medical image segmentation with limited annotations") pretrain a U-Net: the encoder
+by a global contrastive task, then the decoder on top of that **frozen** encoder (its weights and its batch-norm
+statistics). Here the encoder is the split seed's SimCLR one (the ``simclr`` result, a cached stage of its own,
+reused as it is) and the decoder learns the masked restoration above; ``unet.pt`` then holds SimCLR's encoder
+unchanged and a decoder trained to read it.
+
+The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` (``restore``,
+``simclr+restore``: ``...-<size>px-<method>-<key>/unet.pt``) with ``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
 encoder, image size, settings, the source of the modules in ``CODE``). Pretraining is written under a lock, checkpointed every epoch
 (``last.pt``, atomically) and resumes where it stopped. ``encoder_weights=ssl`` in a profile makes every
 network of a run (a method's students and teachers, and its stages) start from this encoder;
@@ -45,7 +52,7 @@ from .paths import cache_dir
 from .rundir import RunLock, clean_tmp
 
 
-SSL_METHODS = ("simclr", "restore")
+SSL_METHODS = ("simclr", "restore", "simclr+restore")
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class SSLConfig:
     temperature: float = 0.2
     proj_dim: int = 128
     min_area: float = 0.35
-    method: str = "simclr"      # or "restore" (module docstring)
+    method: str = "simclr"      # or "restore", "simclr+restore" (module docstring)
     mask_ratio: float = 0.6     # restore: share of grid cells hidden
     grid: int = 8               # restore: cells per side
 
@@ -65,6 +72,17 @@ class SSLConfig:
             raise ValueError(f"ssl method {self.method!r}: choose one of {', '.join(SSL_METHODS)}")
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"ssl mask_ratio {self.mask_ratio!r}: must be in (0, 1)")
+
+    @property
+    def restores(self) -> bool:
+        """Whether the decoder is pretrained (by masked restoration): the result is ``unet.pt``, not ``encoder.pt``."""
+        return self.method != "simclr"
+
+    def contrastive(self) -> "SSLConfig":
+        """The SimCLR stage of ``simclr+restore``: these settings with ``method="simclr"``."""
+        from dataclasses import replace
+
+        return replace(self, method="simclr")
 
 
 def ultrasound_views(img: torch.Tensor, min_area: float = 0.35) -> torch.Tensor:
@@ -146,8 +164,10 @@ def encoder_key(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int
               "content": parts["fingerprint"]["content"],
               "pool": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12], "n_pool": len(pool),
               "encoder": encoder, "depth": depth, "image_size": size, "ssl": asdict(cfg), "code": source_hash(*CODE)}
-    if cfg.method == "restore":  # the decoder is pretrained too: its widths are part of the result
+    if cfg.restores:  # the decoder is pretrained too: its widths are part of the result
         inputs["decoder_channels"] = list(_decoder(decoder_channels, depth))
+    if cfg.method == "simclr+restore":  # the frozen encoder: the SimCLR stage of the same inputs
+        inputs["encoder_from"] = encoder_dir(parts, encoder, size, cfg.contrastive(), depth).name
     return hashlib.sha1(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12], inputs
 
 
@@ -168,17 +188,18 @@ def encoder_dir(parts: dict, encoder: str, size: int, cfg: SSLConfig, depth: int
 
 
 def weights_file(cfg: SSLConfig) -> str:
-    """The file a pretraining leaves: ``encoder.pt`` (SimCLR: encoder only) or ``unet.pt`` (restore: encoder and
-    decoder)."""
-    return "encoder.pt" if cfg.method == "simclr" else "unet.pt"
+    """The file a pretraining leaves: ``encoder.pt`` (SimCLR: encoder only) or ``unet.pt`` (``restore`` and
+    ``simclr+restore``: encoder and decoder)."""
+    return "unet.pt" if cfg.restores else "encoder.pt"
 
 
 def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLConfig(), progress: bool = True,
                      device: str = "auto", seed: int | None = None, depth: int = 5, decoder_channels=None) -> Path:
     """Path of the pretrained weights on the train pool of ``parts`` (``busnb.experiment.prepare``: labeled +
     unlabeled images; val and test are not read): ``encoder.pt`` (the encoder's state dict) with SimCLR,
-    ``unet.pt`` (encoder and decoder, ``decoder_channels`` needed) with ``cfg.method="restore"``. Cached by inputs,
-    resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the caller's random
+    ``unet.pt`` (encoder and decoder, ``decoder_channels`` needed) with ``cfg.method="restore"`` or
+    ``"simclr+restore"`` (which first pretrains, or reuses, the SimCLR ``encoder.pt`` of the same inputs). Cached
+    by inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the caller's random
     state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
     (``Profile.encoder_depth``)."""
     from tqdm.auto import tqdm
@@ -196,6 +217,9 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
     if len(pool) < 2:
         raise ValueError(f"self-supervised pretraining needs at least 2 train-pool images; split "
                          f"{parts['split_name']} seed {parts['seed']} has {len(pool)}")
+    frozen = None
+    if cfg.method == "simclr+restore":  # stage 1, cached on its own: the SimCLR encoder the decoder learns to read
+        frozen = pretrain_encoder(parts, encoder, size, cfg.contrastive(), progress, device, seed, depth)
     with RunLock(out, wait=True):
         if done.is_file():
             return done
@@ -211,17 +235,23 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
                 model = SimCLRModel(net.encoder, net.encoder.out_channels[-1], cfg.proj_dim).to(dev)
             else:
                 model = build_model(encoder, None, decoder_channels=_decoder(decoder_channels, depth)).to(dev)
-            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+                if frozen is not None:
+                    model.net.encoder.load_state_dict(torch.load(frozen, map_location=dev, weights_only=True))
+                    model.net.encoder.requires_grad_(False)
+            opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
             batch = min(cfg.batch, len(pool))
             steps = max(1, len(pool) // batch)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps)
             last = out / "last.pt"
             epoch, losses = resume_loop_state(last, model=model, opt=opt, sched=sched)
-            label = {"simclr": "SimCLR", "restore": "restore"}[cfg.method]
+            label = {"simclr": "SimCLR", "restore": "restore", "simclr+restore": "restore (SimCLR encoder frozen)"}[
+                cfg.method]
             bar = tqdm(range(epoch, cfg.epochs), desc=f"{label} {encoder} {size}px", disable=not progress,
                        initial=epoch, total=cfg.epochs)
             for ep in bar:
                 model.train()
+                if frozen is not None:  # frozen means its batch-norm statistics too
+                    model.net.encoder.eval()
                 perm = torch.randperm(len(pool), device=arrays.images.device)
                 tot = torch.zeros((), device=dev)  # summed on the device: one host sync per epoch, not per step
                 for s in range(steps):
