@@ -19,8 +19,9 @@
   (``encoder_weights=ssl``, ``busnb.ssl``).
 
 ``encoder_weights``: None (from scratch), ``ssl`` (the in-domain encoder of the run's dataset and split seed,
-pretrained for ``ssl_epochs`` epochs with ``ssl_method``, ``simclr`` (the encoder) or ``restore`` (encoder and
-decoder by masked restoration), and cached), the path of an ``encoder.pt``, or a name smp downloads
+pretrained for ``ssl_epochs`` epochs with ``ssl_method``, ``simclr`` (the encoder), ``restore`` (encoder and
+decoder by masked restoration) or ``simclr+restore`` (SimCLR's encoder, then a decoder restored on it, frozen), and
+cached), the path of an ``encoder.pt``, or a name smp downloads
 (``imagenet``; not possible offline). ``augment``: ``none`` | ``weak`` | ``us`` (``busnb.augment``).
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Profile:
     encoder_weights: str | None = None
     augment: str = "none"
     ssl_epochs: int = 100
-    ssl_method: str = "simclr"  # or "restore" (busnb.ssl: the whole U-Net pretrained by masked restoration)
+    ssl_method: str = "simclr"  # or "restore", "simclr+restore" (busnb.ssl: the decoder pretrained too)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     seeds: tuple = (0,)
     ratios: tuple = (2.5,)

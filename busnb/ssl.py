@@ -404,7 +404,8 @@ def cmd_pretrain(a) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("pretrain", help="in-domain self-supervised pretraining on a split's train pool: SimCLR "
                        "(the U-Net's encoder) or, with --set ssl_method=restore, masked restoration (encoder and "
-                       "decoder); cached per dataset and split seed")
+                       "decoder), or with ssl_method=simclr+restore both (SimCLR's encoder, then a decoder restored "
+                       "on it, frozen); cached per dataset and split seed")
     p.add_argument("--profile", default="smoke", help="encoder and image size come from the profile")
     p.add_argument("--dataset")
     p.add_argument("--root")

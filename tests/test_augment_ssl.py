@@ -277,3 +277,31 @@ def test_restore_pretrains_encoder_and_decoder_and_runs_start_from_both(iso_cach
         get_profile("smoke", ssl_method="mae")
     with pytest.raises(ValueError, match="ssl method"):
         SSLConfig(method="byol")
+
+
+def test_simclr_restore_trains_the_decoder_on_the_cached_simclr_encoder_left_frozen(iso_cache):
+    """ssl_method=simclr+restore: the SimCLR stage of the same inputs is reused from the cache (not retrained), and
+    unet.pt carries that encoder exactly - weights and batch-norm statistics, which a training-mode encoder would
+    have moved - with a decoder trained on top of it; its key records the encoder it read."""
+    from busnb.experiment import resolve_encoder
+    from busnb.ssl import SSLConfig, encoder_dir
+
+    parts = _parts()
+    prof = get_profile("smoke", encoder_weights="ssl", ssl_epochs=1, image_size=32)
+    simclr = Path(resolve_encoder(prof, parts, progress=False).encoder_weights)
+    first = torch.load(simclr, weights_only=True)
+    stamp = simclr.stat().st_mtime_ns
+    both = resolve_encoder(get_profile("smoke", encoder_weights="ssl", ssl_epochs=1, image_size=32,
+                                       ssl_method="simclr+restore"), parts, progress=False)
+    assert both.encoder_weights.endswith("unet.pt") and "-simclr+restore-" in both.encoder_weights
+    assert simclr.stat().st_mtime_ns == stamp  # the SimCLR stage was read, not pretrained again
+    state = torch.load(both.encoder_weights, weights_only=True)
+    assert any(k.endswith("running_mean") for k in first)
+    for k, v in first.items():
+        assert torch.equal(state[f"encoder.{k}"], v), k
+    assert any(k.startswith("decoder.") for k in state) and not any(k.startswith("segmentation_head.") for k in state)
+    info = json.loads((Path(both.encoder_weights).parent / "info.json").read_text())
+    assert info["encoder_from"] == simclr.parent.name and len(info["losses"]) == 1
+    # the restore-only result is another stage: its encoder was trained by the restoration
+    alone = encoder_dir(parts, "resnet18", 32, SSLConfig(epochs=1, method="restore"), 3, prof.decoder_channels)
+    assert alone != Path(both.encoder_weights).parent
