@@ -30,8 +30,9 @@ reused as it is) and the decoder learns the masked restoration above; ``unet.pt`
 unchanged and a decoder trained to read it.
 
 The encoder is stored at ``<cache>/encoders/<split>-s<seed>-<encoder>-<size>px-<key>/encoder.pt`` (``restore``,
-``simclr+restore``: ``...-<size>px-<method>-<key>/unet.pt``) with ``info.json`` (inputs, losses); the key hashes everything the result depends on (image ids and content, the
-encoder, image size, settings, the source of the modules in ``CODE``). Pretraining is written under a lock, checkpointed every epoch
+``simclr+restore``: ``...-<size>px-<method>-<key>/unet.pt``) with ``info.json`` (inputs, losses); the key hashes
+everything the result depends on (image ids and content, the encoder, image size, settings, the source of the
+modules in ``CODE``). Pretraining is written under a lock, checkpointed every epoch
 (``last.pt``, atomically) and resumes where it stopped. ``encoder_weights=ssl`` in a profile makes every
 network of a run (a method's students and teachers, and its stages) start from this encoder;
 ``encoder_weights=<path to encoder.pt>`` uses a given file.
@@ -41,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -80,8 +81,6 @@ class SSLConfig:
 
     def contrastive(self) -> "SSLConfig":
         """The SimCLR stage of ``simclr+restore``: these settings with ``method="simclr"``."""
-        from dataclasses import replace
-
         return replace(self, method="simclr")
 
 
@@ -199,8 +198,8 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
     unlabeled images; val and test are not read): ``encoder.pt`` (the encoder's state dict) with SimCLR,
     ``unet.pt`` (encoder and decoder, ``decoder_channels`` needed) with ``cfg.method="restore"`` or
     ``"simclr+restore"`` (which first pretrains, or reuses, the SimCLR ``encoder.pt`` of the same inputs). Cached
-    by inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the caller's random
-    state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
+    by inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the
+    caller's random state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
     (``Profile.encoder_depth``)."""
     from tqdm.auto import tqdm
 
@@ -366,8 +365,8 @@ def load_encoder(net, path: str | Path) -> None:
         part = "encoder and decoder" if whole else "encoder"
         raise ValueError(f"{path} does not fit this network's {part} ({str(e).splitlines()[0]}). Fix: use weights "
                          "pretrained for the same network (busnb pretrain --profile with the run's profile: its "
-                         "encoder, the length of its decoder_channels and, for ssl_method=restore, the widths "
-                         "themselves).") from None
+                         "encoder, the length of its decoder_channels and, for ssl_method=restore or simclr+restore, "
+                         "the widths themselves).") from None
 
 
 def is_path(weights) -> bool:
