@@ -443,3 +443,46 @@ def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
     with pytest.raises(ValueError, match="batch_norm='joint'"):
         build_method("bcp", TINY, batch_norm="joint")
     assert build_method("bcp-plain_pretrain", TINY).opts["batch_norm"] == "shared"
+
+
+def _decoder_state(net):
+    return net.net.decoder.state_dict()
+
+
+def test_two_networks_from_one_pretrained_unet_start_with_different_decoders(tmp_path):
+    """CPS as published: the two networks share the pretrained backbone and their heads are drawn at random. From
+    one ``unet.pt`` (encoder + decoder, ssl_method=restore) the second network's decoder is drawn again - new
+    weights, fresh batch-norm statistics - and both encoders keep the file's weights; the first network keeps
+    the file's decoder. From scratch or from an encoder-only file nothing changes: the second network is the
+    very draw it was before (no extra random numbers used)."""
+    torch.manual_seed(0)
+    src = TINY()
+    with torch.no_grad():  # pretrained-looking batch-norm statistics, so a reset is visible
+        for mod in src.net.decoder.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.fill_(0.5)
+                mod.num_batches_tracked.fill_(7)
+    state = {k: v for k, v in src.net.state_dict().items() if not k.startswith("segmentation_head.")}
+    torch.save(state, tmp_path / "unet.pt")
+    torch.save(src.net.encoder.state_dict(), tmp_path / "encoder.pt")
+    pre = partial(build_model, "resnet18", str(tmp_path / "unet.pt"), (16, 8, 8))
+    for m in (build_method("cps", pre), build_method("dual_uncertainty", pre, second_arch="unet")):
+        for net in (m.student, m.second):
+            assert all(torch.equal(v, state[f"encoder.{k}"]) for k, v in net.net.encoder.state_dict().items())
+        assert all(torch.equal(v, state[f"decoder.{k}"]) for k, v in _decoder_state(m.student).items())
+        second = _decoder_state(m.second)
+        convs = [k for k, v in second.items() if k.endswith("weight") and v.dim() == 4]
+        assert convs and not any(torch.equal(second[k], state[f"decoder.{k}"]) for k in convs)
+        norms = [b for b in m.second.net.decoder.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+        assert norms and all(float(b.running_mean.abs().max()) == 0 and int(b.num_batches_tracked) == 0
+                             for b in norms)
+    assert build_method("cps", pre).report(None) == {"second_decoder_redrawn": True}
+    for weights in (None, str(tmp_path / "encoder.pt")):
+        make = partial(build_model, "resnet18", weights, (16, 8, 8))
+        torch.manual_seed(1)
+        m = build_method("cps", make)
+        torch.manual_seed(1)
+        make()
+        reference = make()  # the second network CPS built before this change
+        assert all(torch.equal(v, reference.state_dict()[k]) for k, v in m.second.state_dict().items())
+        assert m.report(None) == {"second_decoder_redrawn": False}

@@ -133,6 +133,35 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step) -> No
         torch._foreach_copy_(tb, sb)
 
 
+@torch.no_grad()
+def distinct_decoder(second: nn.Module, first: nn.Module) -> bool:
+    """Give ``second`` a decoder of its own when it starts with the very decoder of ``first``.
+
+    Cross supervision between two networks of one architecture needs networks that start different: CPS (Chen
+    et al., CVPR 2021, Sec. 3) uses "two segmentation networks with the same structure and different
+    initialisation", the backbones from the same pretrained weights and the segmentation heads (DeepLabv3+'s
+    decoder) initialised at random. A pretrained ``unet.pt`` (``ssl_method=restore`` / ``simclr+restore``)
+    loaded into both networks makes them equal but for the one-channel output layer; here ``second``'s decoder
+    is then drawn again as smp initialises a new one (``initialize_decoder``: Kaiming-uniform convolutions,
+    unit batch-norm scale, zero bias) with fresh running statistics, and its encoder keeps the pretrained
+    weights, as in the paper. Networks whose decoders already differ (from scratch, an encoder-only
+    ``encoder.pt``, another architecture) are left as they are, so those runs do not change. Returns whether
+    the decoder was drawn again (reported in the run's ``metrics.json``)."""
+    from segmentation_models_pytorch.base.initialization import initialize_decoder
+
+    dec_a, dec_b = (getattr(getattr(n, "net", None), "decoder", None) for n in (first, second))
+    if dec_a is None or dec_b is None:
+        return False
+    sa, sb = dec_a.state_dict(), dec_b.state_dict()
+    if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+        return False
+    initialize_decoder(dec_b)
+    for m in dec_b.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+    return True
+
+
 def forward_joint(net, x: torch.Tensor, n: int, joint: bool = True, **kw):
     """``net`` on a batch whose first ``n`` images are labeled and the rest unlabeled: one forward pass
     (``joint``: batch-norm statistics of both kinds mixed, as the published two-network methods do) or two,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..losses import bce_dice, dice_loss
 from ..optim import paper_or_shared
-from .base import Method, Supervised, ema_update, forward_joint, sigmoid_rampup
+from .base import Method, Supervised, distinct_decoder, ema_update, forward_joint, sigmoid_rampup
 
 
 # The published optimisers (``optimizer="paper"``); ``"shared"`` trains with the profile's Adam instead.
@@ -123,7 +123,9 @@ def _wbce(logits, target, weight=None):
 
 class CrossPseudoSupervision(Method):
     """Cross pseudo supervision (Chen et al., CVPR 2021, Eq. 1-4): two networks of one architecture, each
-    initialised independently (different random draws); each learns the other's hard pseudo-label (the argmax,
+    initialised independently (different random draws; from pretrained weights, the two share the pretrained
+    encoder and their decoders differ, as the paper's backbones share ImageNet weights and its heads are drawn
+    at random: :func:`busnb.methods.base.distinct_decoder`); each learns the other's hard pseudo-label (the argmax,
     here y_k = [p_k > 0.5] for one sigmoid output) with cross-entropy (``cross_pseudo_loss``):
 
     L = L_s(1) + L_s(2) + w(t) * [CE(f_1(x_u), y_2) + CE(f_2(x_u), y_1)],   w(t) = lambda_u exp(-5 (1 - t/T)^2).
@@ -155,6 +157,7 @@ class CrossPseudoSupervision(Method):
         check_pseudo_loss(pseudo_loss)
         paper_or_shared(optimizer, SSL4MIS_SGD, "cps")
         self.second = make_net()  # independent random initialisation
+        self.second_decoder_redrawn = distinct_decoder(self.second, self.student)  # one pretrained unet.pt in both
         self.opts = dict(lambda_u=lambda_u, rampup_steps=rampup_steps, pseudo_loss=pseudo_loss, optimizer=optimizer,
                          joint_bn=bool(joint_bn))
 
@@ -175,6 +178,10 @@ class CrossPseudoSupervision(Method):
             y1, y2 = (o1[n:] > 0).float(), (o2[n:] > 0).float()
         return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach(), "w": torch.as_tensor(w, device=ls.device),
                              "fg1": y1.mean(), "fg2": y2.mean(), "agree": (y1 == y2).float().mean()}
+
+    def report(self, unlabeled) -> dict:
+        """Whether the second network's decoder was drawn again at the start (:func:`distinct_decoder`)."""
+        return {"second_decoder_redrawn": self.second_decoder_redrawn}
 
 
 def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) -> torch.Tensor:

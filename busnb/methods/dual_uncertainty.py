@@ -93,7 +93,7 @@ import torch.nn.functional as F
 
 from ..losses import bce_dice, dice_loss
 from ..optim import paper_or_shared
-from .base import Method, forward_joint, sigmoid_rampup
+from .base import Method, distinct_decoder, forward_joint, sigmoid_rampup
 from .classic import check_pseudo_loss
 
 # The release's optimiser (train_LA.py): SGD 0.01, momentum 0.9, wd 1e-4, lr x0.1 every 2,500 iterations
@@ -219,6 +219,7 @@ class DualUncertainty(Method):
         paper_or_shared(optimizer, DUAL_SGD, "dual_uncertainty")
         super().__init__(make_net)
         self.second = make_net(arch=second_arch)  # a different architecture (models.PARTNER_2D / busnb.vol)
+        distinct_decoder(self.second, self.student)  # second_arch="unet" from one pretrained unet.pt: as in CPS
         self.opts = dict(entropy_filter=entropy_filter, kl_weighting=kl_weighting, prototype=prototype,
                          cosine=cosine, percentile=percentile, kl_temperature=kl_temperature, lambda_u=lambda_u,
                          lambda_c=lambda_c, lambda_cos=lambda_cos, temperature=temperature,
