@@ -238,6 +238,31 @@ def test_fusion_spans_zero_to_one_and_ignores_an_uninformative_map():
     assert y[1] < p[1] and y[2] > p[2]
 
 
+def test_text_selection_keeps_the_candidate_the_map_supports():
+    """Of the teacher's lesion candidates, the one with the most text-weighted mass keeps its probabilities, the
+    others become background; pixels the teacher calls background, and images without a candidate, are left as
+    they are. Without a map (uniform) the larger candidate wins; BCP's largest_component is the same rule by area."""
+    from busnb.methods.classic import largest_component
+    from busnb.methods.dusss import select_by_text
+
+    p = torch.full((2, 1, 8, 8), 0.2)
+    p[0, 0, 0:2, 0:2] = 0.9   # small candidate (4 px)
+    p[0, 0, 4:7, 4:7] = 0.8   # large candidate (9 px), touching nothing
+    p[0, 0, 7, 0] = 0.4       # below the threshold: never changed
+    m = torch.full_like(p, 0.05)
+    m[0, 0, 0:2, 0:2] = 0.9   # the text map points at the small one
+    y = select_by_text(p, m)
+    assert torch.equal(y[0, 0, 0:2, 0:2], p[0, 0, 0:2, 0:2]) and (y[0, 0, 4:7, 4:7] == 0).all()
+    assert y[0, 0, 7, 0] == pytest.approx(0.4) and torch.equal(y[1], p[1])
+    y_flat = select_by_text(p, torch.full_like(p, 0.5))
+    assert (y_flat[0, 0, 0:2, 0:2] == 0).all() and torch.equal(y_flat[0, 0, 4:7, 4:7], p[0, 0, 4:7, 4:7])
+    assert torch.equal(largest_component(p > 0.5).bool(), y_flat > 0.5)
+    d = p.clone()
+    d[0, 0, 2, 2] = 0.7       # a diagonal bridge joins the two: one 8-connected candidate, nothing removed
+    d[0, 0, 3, 3] = 0.7
+    assert torch.equal(select_by_text(d, m), d)
+
+
 def test_base_rate_controller_pulls_a_shrunken_teacher_to_the_labeled_rate():
     """A teacher whose masks hold 3 % foreground, against 13 % in the labeled masks: the controller's shift
     lifts its pseudo-labels to the labeled rate; one already at the labeled rate is left alone."""
@@ -294,13 +319,14 @@ def test_dusss_student_sees_the_unlabeled_batch_clean_unless_noise_is_asked(nois
         assert 0.02 < float((student_u[0] - x_u).std()) < 0.08
 
 
-@pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine", "dusss-align"])
+@pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine", "dusss-align", "dusss-log_odds"])
 def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     from busnb.methods import GROUPS, build_method
     from busnb.train import TrainConfig, Trainer
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
-                                       "dusss-no_text_refine", "dusss-align", "dusss-student_noise")
+                                       "dusss-no_text_refine", "dusss-log_odds", "dusss-align",
+                                       "dusss-student_noise")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
@@ -340,7 +366,14 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
         assert all(torch.equal(vlm_before[k], v) for k, v in m.vlm.state_dict().items())
         assert not any(k.startswith("vlm.") for k in m.checkpoint_state())
         pl = m.pseudo_labels(unl.batch([0, 1])["image"])
-        assert pl["map"] is not None and not torch.allclose(pl["refined"], pl["teacher"])
+        assert pl["map"] is not None
+        if m.opts["fusion"] == "log_odds":
+            assert not torch.allclose(pl["refined"], pl["teacher"])
+        else:  # the selection only removes candidates of the (aligned) teacher
+            from busnb.methods.dusss import select_by_text
+
+            assert torch.equal(pl["refined"], select_by_text(pl["aligned"], pl["map"]))
+            assert (pl["refined"] <= pl["aligned"]).all() and m.capturable is False
         from busnb.methods.dusss import pseudo_label_dice
 
         d = pseudo_label_dice(m, unl)

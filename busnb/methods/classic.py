@@ -196,22 +196,25 @@ def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) ->
     return ((yy >= ys) & (yy < ys + mh) & (xx >= xs) & (xx < xs + mw)).float()
 
 
-def largest_component(mask: torch.Tensor) -> torch.Tensor:
+def largest_component(mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, only the largest connected foreground component of a binary ``mask`` (B, 1, *spatial): BCP's
     pseudo-label post-processing (the release's ``get_ACDC_masks(..., nms=1)``, per class per image; here one
-    class). Full connectivity (8 in 2D, 26 in 3D); an image without foreground stays empty; ties keep the
-    component found first. Computed on the host (``scipy.ndimage.label``): a method that uses it is not
-    capturable."""
+    class). "Largest" is by area, or, given ``weight`` (same shape as ``mask``), by the sum of ``weight`` over the
+    component (``dusss``'s text-guided selection). Full connectivity (8 in 2D, 26 in 3D); an image without
+    foreground stays empty; ties keep the component found first. Computed on the host (``scipy.ndimage.label``): a
+    method that uses it is not capturable."""
     import numpy as np
     from scipy import ndimage
 
     m = mask.detach().to("cpu", torch.bool).numpy()
+    wt = None if weight is None else weight.detach().to("cpu", torch.float64).numpy()
     out = np.zeros_like(m)
     structure = np.ones((3,) * (m.ndim - 2), bool)
     for i in range(m.shape[0]):
         lab, n = ndimage.label(m[i, 0], structure)
         if n:
-            out[i, 0] = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+            mass = np.bincount(lab.ravel(), weights=None if wt is None else wt[i, 0].ravel(), minlength=n + 1)
+            out[i, 0] = lab == int(np.argmax(mass[1:])) + 1
     return torch.from_numpy(out).to(device=mask.device, dtype=mask.dtype)
 
 
