@@ -459,3 +459,31 @@ def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_
     assert r["flips"]["dice_at_teacher_area"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["teacher"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["refined"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_refined_images_lists_the_images_whose_label_the_refinement_changes():
+    """Three images, batches of two: the refinement changes the thresholded label of the second and third only
+    (a soft change that stays on one side of 0.5 does not count); without a map it is an error."""
+    from busnb.methods.dusss import refined_images
+
+    class Fixed(torch.nn.Module):
+        opts = {"align": False}
+
+        def __init__(self, vlm=True):
+            super().__init__()
+            self.teacher, self.vlm = torch.nn.Linear(1, 1), (torch.nn.Identity() if vlm else None)
+
+        def pseudo_labels(self, x, refine=True):
+            v = (x * 255).round()         # the batch holds images / 255
+            t = v / 10
+            r = t.clone()
+            r[v[:, 0, 0, 0] == 8] = 0.0   # a candidate removed
+            r[v[:, 0, 0, 0] == 9] = 0.95  # stays lesion: no change at the threshold
+            r[v[:, 0, 0, 0] == 2] = 0.6   # background made lesion
+            return {"teacher": t, "aligned": t, "map": t, "refined": r}
+
+    arrays = SegArrays.from_tensors(torch.tensor([9, 8, 2], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 2),
+                                    torch.zeros(3, 1, 2, 2, dtype=torch.bool))
+    assert refined_images(Fixed(), arrays, batch=2) == [1, 2]
+    with pytest.raises(ValueError, match="no text map"):
+        refined_images(Fixed(vlm=False), arrays)

@@ -357,6 +357,25 @@ def top_area(score: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return (rank < n.to(flat.device).view(-1, 1)).float().view_as(score)
 
 
+@torch.no_grad()
+def refined_images(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> list[int]:
+    """Indices of the images of ``arrays`` whose thresholded pseudo-label the text refinement changes (the
+    images worth looking at in ``07_vision_language``); no masks are read."""
+    if method.vlm is None:
+        raise ValueError("refined_images: this dusss has no text map (text_refine=False)")
+    dev = next(method.teacher.parameters()).device
+    was = method.training
+    method.eval()
+    out = []
+    for i in range(0, len(arrays), batch):
+        pl = method.pseudo_labels(arrays.batch(torch.arange(i, min(i + batch, len(arrays))))["image"].to(dev),
+                                  refine=True)
+        diff = ((pl["aligned"] > threshold) != (pl["refined"] > threshold)).flatten(1).any(1)
+        out += (i + torch.nonzero(diff).flatten()).tolist()
+    method.train(was)
+    return out
+
+
 def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
     """The ``pseudo_label_dice`` part of :func:`pool_report`."""
     return pool_report(method, arrays, batch, threshold, auc=False)["pseudo_label_dice"]
