@@ -17,8 +17,11 @@ Platt-scaled on the labeled train masks), pi = the labeled foreground base rate,
 
 **Weight of the unlabeled term** (since the 2026-11-25 session): lambda_u = 0.1 ramped over the whole run, the
 weight and ramp-up of the mean teacher this step builds on (SSL4MIS, as :class:`busnb.methods.classic.MeanTeacher`).
-The former lambda_u = 1 (ramp-up 100 steps in the runs) made the student copy the teacher's shrinking pseudo-labels:
-measured in ``results/cpu-2026-11-25`` (and ``README.md`` there).
+The former lambda_u = 1 (ramp-up 100 steps in the runs) made the student copy the teacher's shrinking pseudo-labels.
+Measured at BUSI 10 % from the SimCLR + restore start (64 px, 45 epochs, split seeds 0, 1, 2;
+``results/cpu-2026-11-24/d64e45-r10-weak``, rows ``dusss-simclr+restore`` and ``dusss-select-simclr+restore``):
+best validation Dice 0.606 / 0.572 / 0.563 before, 0.628 / 0.621 / 0.674 now (higher at every seed); the final
+teacher's pseudo-labels on the unlabeled pool 0.58 / 0.56 / 0.53 before, 0.67 / 0.66 / 0.64 now.
 
 **The student sees the unlabeled batch clean** (``noise=0``, the default since the 2026-11-24 session), as this
 repo's Mean Teacher does in its SSL4MIS form. ``noise`` > 0 adds N(0, noise^2) to the student's unlabeled input
@@ -70,7 +73,12 @@ target to [0.5, 0.88] (background can never be learned as background). Two sound
   unlabeled pool (0.582 / 0.558 / 0.534 to 0.560 / 0.540 / 0.506), whereas the selection raised it (to 0.589 /
   0.563 / 0.545; keeping the largest component without the map: 0.580 / 0.559 / 0.536). Those pool masks chose the
   rule among four (also: the component of highest mean map; dropping components whose mean map is below pi); no
-  validation or test mask was read.
+  validation or test mask was read. With lambda_u = 0.1 the teachers are better and both fusions nearly neutral
+  (same start, ``d64e45-r10-weak``): selection 0.672 / 0.656 / 0.642 to 0.666 / 0.658 / 0.652, the flips it makes
+  at the threshold right 65 / 75 / 80 % of the time; log-odds (``dusss-log_odds-simclr+restore``) 0.662 / 0.617 /
+  0.634 to 0.657 / 0.623 / 0.625, its flips right 48 / 51 / 42 % (a coin toss). Best validation Dice is slightly
+  higher with log-odds (0.637 / 0.625 / 0.682 against 0.628 / 0.621 / 0.674); the selection stays the default for
+  its flips, which the map gets right.
 
 Switches: ``fusion`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity Supervision,
 passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train masks,
