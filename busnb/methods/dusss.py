@@ -82,8 +82,8 @@ target to [0.5, 0.88] (background can never be learned as background). Two sound
 
 Switches: ``fusion`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic
 Similarity Supervision, passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the
-labeled train masks, :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r = p_T,
-no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
+labeled train masks, :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and
+``text_refine`` (off: y_r = p_T, no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
 ResNet image encoder (None: the student U-Net's, i.e. the profile's ``encoder_depth``: 5 at the cpu and gpu
 profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``,
 ``dusss-no_sss``, ``dusss-log_odds``, ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the
