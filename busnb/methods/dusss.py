@@ -80,15 +80,14 @@ target to [0.5, 0.88] (background can never be learned as background). Two sound
   higher with log-odds (0.637 / 0.625 / 0.682 against 0.628 / 0.621 / 0.674); the selection stays the default for
   its flips, which the map gets right.
 
-Switches: ``fusion`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic
-Similarity Supervision, passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the
-labeled train masks, :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and
-``text_refine`` (off: y_r = p_T, no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
+Switches: ``fusion`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity
+Supervision, passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train
+masks, :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r =
+p_T, no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
 ResNet image encoder (None: the student U-Net's, i.e. the profile's ``encoder_depth``: 5 at the cpu and gpu
-profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``,
-``dusss-no_sss``, ``dusss-log_odds``, ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the
-alignment on;
-``dusss-student_noise`` perturbs the student's unlabeled input (the former default).
+profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``, ``dusss-no_sss``, ``dusss-log_odds``,
+``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the alignment on; ``dusss-student_noise``
+perturbs the student's unlabeled input (the former default).
 
 After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
 pool scored against that pool's masks, unrefined and refined (:func:`pseudo_label_dice`; reporting only).
