@@ -296,6 +296,22 @@ ABLATION_DUSSS = {
 
 
 @torch.no_grad()
+def pool_batches(method: DuSSS, arrays, batch: int = 16):
+    """(batch, pseudo-labels with the text refinement) for consecutive batches of ``arrays``, the method in eval
+    mode on its teacher's device (its mode restored afterwards): the one pass over a pool that
+    :func:`pool_report` and :func:`refined_images` share."""
+    dev = next(method.teacher.parameters()).device
+    was = method.training
+    method.eval()
+    try:
+        for i in range(0, len(arrays), batch):
+            b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
+            yield b, method.pseudo_labels(b["image"].to(dev), refine=True)
+    finally:
+        method.train(was)
+
+
+@torch.no_grad()
 def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, auc: bool = True,
                 max_pixels: int = 2_000_000) -> dict:
     """One pass of the final teacher over ``arrays`` (e.g. the unlabeled pool after training), scored against their
@@ -317,19 +333,14 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
 
     from ..metrics import pixel_auc, soft_dice_batch
 
-    dev = next(method.teacher.parameters()).device
-    was = method.training
-    method.eval()
     d = {"teacher": [], **({"aligned": []} if method.opts["align"] else {}),
          **({"refined": []} if method.vlm is not None else {})}
     auc = auc and method.vlm is not None
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
     flips = {"changed": 0, "right": 0, "pixels": 0, "dice": []}  # counts stay on the device until the end
-    for i in range(0, len(arrays), batch):
-        b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
-        x, y = b["image"].to(dev), b["mask"].to(dev)
-        pl = method.pseudo_labels(x, refine=True)
+    for b, pl in pool_batches(method, arrays, batch):
+        y = b["mask"].to(pl["teacher"].device)
         for k in d:
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
         if auc:
@@ -342,7 +353,6 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
             flips["right"] += (changed & (r == (y > 0.5))).sum()
             flips["pixels"] += changed.numel()
             flips["dice"].append(soft_dice_batch(top_area(pl["refined"], t.flatten(1).sum(1)), y))
-    method.train(was)
     out = {"pseudo_label_dice": {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}}
     if flips["dice"]:
         changed, right = int(flips["changed"]), int(flips["right"])
@@ -372,17 +382,9 @@ def refined_images(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.
     images worth looking at in ``07_vision_language``); no masks are read."""
     if method.vlm is None:
         raise ValueError("refined_images: this dusss has no text map (text_refine=False)")
-    dev = next(method.teacher.parameters()).device
-    was = method.training
-    method.eval()
-    out = []
-    for i in range(0, len(arrays), batch):
-        pl = method.pseudo_labels(arrays.batch(torch.arange(i, min(i + batch, len(arrays))))["image"].to(dev),
-                                  refine=True)
-        diff = ((pl["aligned"] > threshold) != (pl["refined"] > threshold)).flatten(1).any(1)
-        out += (i + torch.nonzero(diff).flatten()).tolist()
-    method.train(was)
-    return out
+    diff = [((pl["aligned"] > threshold) != (pl["refined"] > threshold)).flatten(1).any(1)
+            for _, pl in pool_batches(method, arrays, batch)]
+    return torch.nonzero(torch.cat(diff)).flatten().tolist() if diff else []
 
 
 def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> dict:
