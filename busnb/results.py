@@ -17,8 +17,11 @@ def collect(run_dir: str | Path):
         if "test" not in m:
             continue
         variant = m.get("variant") or m["method"]
+        pool = p.parent / "pool_report.json"  # busnb pool-report: the same report, recomputed after the run
+        m = {**(json.loads(pool.read_text()) if pool.is_file() else {}), **m}
         pl = m.get("pseudo_label_dice") or {}
         auc, flips = m.get("map_auc") or {}, m.get("flips") or {}
+        sel, conf = m.get("selection") or {}, m.get("confidence") or {}
         rows.append({"dataset": m["dataset"], "method": variant, "ratio": m["ratio"], "seed": m["seed"],
                      "profile": m["profile"], "val_dice": m["best_val_dice"],
                      **{k: m["test"][k] for k in ("dice", "iou", "hd95", "asd", "n_empty_pred")},
@@ -28,6 +31,8 @@ def collect(run_dir: str | Path):
                      "auc_teacher": auc.get("teacher", float("nan")), "auc_map": auc.get("map", float("nan")),
                      "flips_right": flips.get("right", float("nan")),
                      "pl_at_teacher_area": flips.get("dice_at_teacher_area", float("nan")),
+                     "pl_oracle": sel.get("oracle", float("nan")), "multi": sel.get("multi", float("nan")),
+                     "rho_map": conf.get("map", float("nan")), "rho_teacher": conf.get("teacher", float("nan")),
                      "val_empty_max": max_val_empty(p.parent / "history.json"), "path": str(p.parent)})
     return pd.DataFrame(rows)
 
@@ -150,8 +155,11 @@ def pseudo_label_table(df):
     raw, base-rate aligned and text-refined; reporting only): one row per dataset, method and ratio, mean ± std
     over seeds in %, the text map's own change (refined - aligned; runs without alignment: - teacher), and the
     pixel ROC AUC of the teacher's probability and of the text map (``map_auc``), the share of the refinement's
-    flips that are right and the refined label's Dice at the teacher's own area (``flips``; blank for runs without
-    them)."""
+    flips that are right and the refined label's Dice at the teacher's own area (``flips``), the selection's
+    ceiling (``selection``: Dice with the best single candidate per image, share of images with several) and the
+    rank correlation of the map's and the teacher's per-image confidence with the label's Dice (``confidence``);
+    blank for runs without them. A run's ``pool_report.json`` (``busnb pool-report``) fills what its
+    ``metrics.json`` lacks."""
     import pandas as pd
 
     g = df[df["pl_teacher"].notna()]
@@ -165,6 +173,10 @@ def pseudo_label_table(df):
                      "pixel AUC teacher": _auc(gm["auc_teacher"]), "pixel AUC text map": _auc(gm["auc_map"]),
                      "flips right (%)": _reported(gm["flips_right"], 100.0, 1),
                      "refined at teacher area (%)": _reported(gm["pl_at_teacher_area"], 100.0, 2),
+                     "best single candidate (%)": _reported(gm["pl_oracle"], 100.0, 2),
+                     "several candidates (%)": _reported(gm["multi"], 100.0, 1),
+                     "rank corr. text map": _reported(gm["rho_map"], 1.0, 3),
+                     "rank corr. teacher": _reported(gm["rho_teacher"], 1.0, 3),
                      "runs (seeds)": _runs(gm["seed"])})
     return pd.DataFrame(rows).set_index(["dataset", "method", "ratio"])
 
@@ -432,13 +444,18 @@ def predictions_by_variant(df, profile, n_images: int = 4):
 
 def markdown_summary(run_dir) -> str:
     """Dice / IoU (%) and HD95 (px) tables, mean ± std over seeds, of every metrics.json under ``run_dir``
-    (what README tables are built from: ``python -m busnb.results results/<folder>``)."""
+    (what README tables are built from: ``python -m busnb.results results/<folder>``), and the pseudo-label table
+    (:func:`pseudo_label_table`) when a run reports one."""
     df = collect(run_dir)
     if df.empty:
         return f"no metrics.json under {run_dir}\n"
     out = []
     for m, scale, unit in (("dice", 100.0, "%"), ("iou", 100.0, "%"), ("hd95", 1.0, "px")):
         out.append(f"test {m} ({unit}), mean ± std over seeds (n runs)\n\n" + ablation_table(df, metric=m, scale=scale).to_markdown())
+    if df["pl_teacher"].notna().any():
+        out.append("pseudo-labels of the final teacher on the unlabeled pool, scored against its masks (reporting "
+                   "only; busnb.results.pseudo_label_table)\n\n"
+                   + pseudo_label_table(df).to_markdown(disable_numparse=True))
     return "\n\n".join(out) + "\n"
 
 

@@ -90,6 +90,20 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     assert pl.loc[("busi", "dusss", "2.5 %")]["flips right (%)"] == ""  # and before flips
     assert len(pl) == 2  # the runs without pseudo-label Dice are not rows
     assert list(tabs["compare_busi_2.5%"].index) == ["supervised", "dusss", "dual_teacher"]
+    assert row["best single candidate (%)"] == "" and row["rank corr. text map"] == ""  # before busnb pool-report
+    # a pool_report.json written after the run fills what its metrics.json lacks, never overrides it
+    (tmp_path / "dusss-busi-r10.0-s0" / "pool_report.json").write_text(json.dumps(
+        {"pseudo_label_dice": {"teacher": 0.9, "refined": 0.9, "n": 400},
+         "selection": {"oracle": 0.58, "multi": 0.25, "n": 400}, "confidence": {"map": 0.35, "teacher": 0.75, "n": 390}}))
+    row = report_tables(collect(tmp_path))["pseudo_labels"].loc[("busi", "dusss", "10 %")]
+    assert row["teacher (%)"] == "50.00" and row["best single candidate (%)"] == "58.00"
+    assert row["several candidates (%)"] == "25.0"
+    assert row["rank corr. text map"] == "0.350" and row["rank corr. teacher"] == "0.750"
+    from busnb.results import markdown_summary
+
+    md = markdown_summary(tmp_path)  # the README's table command prints it after the test metrics
+    assert md.index("test dice") < md.index("best single candidate (%)") and "| 58.00 " in md
+    assert "best single candidate" not in markdown_summary(tmp_path / "supervised-busi-r2.5-s0")
 
 
 def test_folder_table_one_row_per_folder(tmp_path):

@@ -1,5 +1,6 @@
 """DuSSS: loss terms on hand-made tensors, the VLM, texts (no val/test/unlabeled mask read), the pretraining stage,
 the tiny transformers path offline, and a dusss training step through the trainer on phantom data."""
+import json
 import math
 from functools import partial
 from pathlib import Path
@@ -415,6 +416,22 @@ def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one
     # one pi: the label_rate stage's, which the VLM's calibration reproduces from the same labeled masks
     assert rate["kind"] == "label_rate" and rate["n_images"] == len(parts["labeled"])
     assert 0 < rate["pi"] < 1 and st["calibration"]["pi"] == pytest.approx(rate["pi"], abs=1e-7)
+    # the selection's ceiling (best single candidate) is in metrics.json, and it can only be above the selection
+    assert r["selection"]["oracle"] >= d["refined"] - 1e-6 and 0 <= r["selection"]["multi"] <= 1
+    # busnb pool-report scores the same final teacher again, into pool_report.json beside metrics.json
+    from busnb.cli import main
+
+    assert main(["pool-report", str(tmp_path / "dusss")]) == 0
+    rep = json.loads((tmp_path / "dusss" / "pool_report.json").read_text())
+    assert rep["pseudo_label_dice"] == pytest.approx(d) and rep["selection"] == pytest.approx(r["selection"])
+    assert set(rep["confidence"]) == {"map", "teacher", "n"}
+    (tmp_path / "copy").mkdir()  # a results/ copy of a run has no checkpoint: a clear error, not a crash
+    for f in ("run.json", "metrics.json"):
+        (tmp_path / "copy" / f).write_text((tmp_path / "dusss" / f).read_text())
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        from busnb.vlm.report import run_pool_report
+
+        run_pool_report(tmp_path / "copy")
 
 
 def test_image_encoder_takes_its_local_map_from_the_deepest_stage_it_has():
@@ -459,6 +476,59 @@ def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_
     assert r["flips"]["dice_at_teacher_area"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["teacher"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["refined"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_best_component_keeps_the_candidate_that_matches_the_mask():
+    """The oracle selection: of two candidates, the one with the higher Dice against the mask wins even when it is
+    the smaller; candidates are 8-connected; an image without foreground stays empty; counts per image."""
+    from busnb.methods.dusss import best_component
+
+    fg = torch.zeros(3, 1, 4, 6)
+    fg[0, 0, 0, 0:2] = 1          # small candidate on the lesion
+    fg[0, 0, 2:4, 3:6] = 1        # larger one beside it
+    fg[1, 0, 0, 0] = fg[1, 0, 1, 1] = 1  # a diagonal pair: one candidate
+    y = torch.zeros(3, 1, 4, 6, dtype=torch.bool)
+    y[0, 0, 0, 0:3] = True
+    y[1, 0, 1, 1] = True
+    best, n = best_component(fg, y)
+    assert n.tolist() == [2, 1, 0]
+    assert best[0, 0].nonzero().tolist() == [[0, 0], [0, 1]]
+    assert torch.equal(best[1], fg[1]) and best[2].sum() == 0
+
+
+def test_pool_report_gives_the_selections_ceiling_and_ranks_the_confidences():
+    """Three hand-made images: two candidates where the mask holds one (the oracle keeps it, Dice 1), one right
+    and one wrong single candidate. The teacher's mean probability over its label orders the images as their
+    Dice does, the map's mean the other way round: rank correlations +1 and -1."""
+    from busnb.methods.dusss import pool_report
+
+    t = torch.zeros(3, 1, 2, 4)
+    t[0, 0, 0, 0] = t[0, 0, 0, 3] = 0.9   # two candidates, Dice 2/3 together
+    t[1, 0, 1, 1] = 0.99                  # right
+    t[2, 0, 1, 2] = 0.6                   # wrong
+    m = torch.zeros(3, 1, 2, 4)
+    m[0], m[1], m[2] = 0.5, 0.1, 0.9
+    y = torch.zeros(3, 1, 2, 4, dtype=torch.bool)
+    y[0, 0, 0, 0] = y[1, 0, 1, 1] = y[2, 0, 0, 0] = True
+
+    class Fixed(torch.nn.Module):
+        opts = {"align": False}
+
+        def __init__(self):
+            super().__init__()
+            self.teacher, self.vlm = torch.nn.Linear(1, 1), torch.nn.Identity()
+
+        def pseudo_labels(self, x, refine=True):
+            i = (x[:, 0, 0, 0] * 255).round().long()  # the batch holds images / 255: image k has value k
+            return {"teacher": t[i], "aligned": t[i], "map": m[i], "refined": t[i]}
+
+    arrays = SegArrays.from_tensors(torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 4).contiguous(), y)
+    r = pool_report(Fixed(), arrays, batch=2)
+    assert r["pseudo_label_dice"]["teacher"] == pytest.approx((2 / 3 + 1 + 0) / 3, abs=1e-4)
+    assert r["selection"]["oracle"] == pytest.approx(2 / 3, abs=1e-4)
+    assert r["selection"]["multi"] == pytest.approx(1 / 3)
+    assert r["confidence"]["teacher"] == pytest.approx(1.0) and r["confidence"]["map"] == pytest.approx(-1.0)
+    assert r["confidence"]["n"] == 3
 
 
 def test_refined_images_lists_the_images_whose_label_the_refinement_changes():

@@ -196,22 +196,32 @@ def copy_paste_mask(shape, ratio: float = 2 / 3, generator=None, device=None) ->
     return ((yy >= ys) & (yy < ys + mh) & (xx >= xs) & (xx < xs + mw)).float()
 
 
+def components(mask: torch.Tensor):
+    """Connected foreground components of a binary ``mask`` (B, 1, *spatial), per image: yields (i, labels, n)
+    with ``labels`` the image's integer label array (numpy, 0 = background) and ``n`` its number of components.
+    Full connectivity (8 in 2D, 26 in 3D); on the host (``scipy.ndimage.label``)."""
+    import numpy as np
+    from scipy import ndimage
+
+    m = mask.detach().to("cpu", torch.bool).numpy()
+    structure = np.ones((3,) * (m.ndim - 2), bool)
+    for i in range(m.shape[0]):
+        lab, n = ndimage.label(m[i, 0], structure)
+        yield i, lab, n
+
+
 def largest_component(mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, only the largest connected foreground component of a binary ``mask`` (B, 1, *spatial): BCP's
     pseudo-label post-processing (the release's ``get_ACDC_masks(..., nms=1)``, per class per image; here one
     class). "Largest" is by area, or, given ``weight`` (same shape as ``mask``), by the sum of ``weight`` over the
     component (``dusss``'s text-guided selection). Full connectivity (8 in 2D, 26 in 3D); an image without
-    foreground stays empty; ties keep the component found first. Computed on the host (``scipy.ndimage.label``): a
+    foreground stays empty; ties keep the component found first. Computed on the host (:func:`components`): a
     method that uses it is not capturable."""
     import numpy as np
-    from scipy import ndimage
 
-    m = mask.detach().to("cpu", torch.bool).numpy()
     wt = None if weight is None else weight.detach().to("cpu", torch.float64).numpy()
-    out = np.zeros_like(m)
-    structure = np.ones((3,) * (m.ndim - 2), bool)
-    for i in range(m.shape[0]):
-        lab, n = ndimage.label(m[i, 0], structure)
+    out = np.zeros(tuple(mask.shape), bool)
+    for i, lab, n in components(mask):
         if n:
             mass = np.bincount(lab.ravel(), weights=None if wt is None else wt[i, 0].ravel(), minlength=n + 1)
             out[i, 0] = lab == int(np.argmax(mass[1:])) + 1
@@ -331,4 +341,4 @@ class BCP(Method):
 
 
 __all__ = ["MeanTeacher", "CrossPseudoSupervision", "BCP", "BCPPretrain", "Supervised", "copy_paste_mask",
-           "largest_component", "cross_pseudo_loss", "input_noise", "SSL4MIS_SGD", "BCP_SGD"]
+           "largest_component", "components", "cross_pseudo_loss", "input_noise", "SSL4MIS_SGD", "BCP_SGD"]

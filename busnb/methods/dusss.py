@@ -101,7 +101,7 @@ import torch
 
 from ..losses import bce_dice
 from .base import Method, ema_update, sigmoid_rampup
-from .classic import largest_component
+from .classic import components, largest_component
 
 
 def _logit(v, like: torch.Tensor, eps: float) -> torch.Tensor:
@@ -328,7 +328,16 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
       it flips (``changed``), the share of those flips that agree with the mask (``right``; 0.5 or less: the
       flips add as many errors as they remove), and the Dice of the refined map thresholded per image at the
       teacher's own foreground area (``dice_at_teacher_area``: its top pixels, as many as the teacher labels
-      lesion) - the refinement's ranking without its change of area."""
+      lesion) - the refinement's ranking without its change of area.
+    * ``selection`` (with a VLM): the ceiling of the text-guided selection - the Dice of the labels that keep,
+      per image, the one candidate (connected component of the teacher's label) that best matches the mask
+      (``oracle``, :func:`best_component`: a perfect map's choice), and the share of images with more than one
+      candidate (``multi``), the only images the selection can change. (refined - teacher) / (oracle - teacher)
+      is the share of the possible gain the map realises.
+    * ``confidence`` (with a VLM): Spearman rank correlation, over the images with a non-empty label, between
+      the label's Dice and a per-image confidence computed without masks - the text map's mean over the label
+      (``map``) and the teacher's own mean probability over it (``teacher``): which of the two tells good
+      pseudo-labels from bad ones."""
     import math
 
     from ..metrics import pixel_auc, soft_dice_batch
@@ -339,10 +348,21 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
     flips = {"changed": 0, "right": 0, "pixels": 0, "dice": []}  # counts stay on the device until the end
+    sel = {"oracle": [], "n": [], "dice": [], "map": [], "teacher": []}
     for b, pl in pool_batches(method, arrays, batch):
         y = b["mask"].to(pl["teacher"].device)
         for k in d:
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
+        if "refined" in pl:
+            cand = pl.get("aligned", pl["teacher"])
+            fg = (cand > threshold).float()
+            best, n = best_component(fg, y)
+            sel["oracle"].append(soft_dice_batch(best, y).cpu())
+            sel["n"].append(n)
+            area = fg.flatten(1).sum(1).clamp_min(1)
+            sel["dice"].append(soft_dice_batch(fg, y).cpu())
+            sel["map"].append(((pl["map"] * fg).flatten(1).sum(1) / area).cpu())
+            sel["teacher"].append(((cand * fg).flatten(1).sum(1) / area).cpu())
         if auc:
             for k in px:
                 px[k].append((y if k == "mask" else pl[k]).float().flatten()[::stride].cpu())
@@ -359,11 +379,39 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
         out["flips"] = {"changed": changed / max(flips["pixels"], 1),
                         "right": right / changed if changed else float("nan"),
                         "dice_at_teacher_area": float(torch.cat(flips["dice"]).mean()), "n": len(arrays)}
+    if sel["n"]:
+        from scipy.stats import spearmanr
+
+        n = np.concatenate(sel["n"])
+        out["selection"] = {"oracle": float(torch.cat(sel["oracle"]).mean()), "multi": float((n > 1).mean()),
+                            "n": len(arrays)}
+        has = torch.from_numpy(n > 0)
+        dice = torch.cat(sel["dice"])[has].numpy()
+        rho = {k: float(spearmanr(torch.cat(sel[k])[has].numpy(), dice)[0]) if len(dice) > 2 else float("nan")
+               for k in ("map", "teacher")}
+        out["confidence"] = {**rho, "n": int(has.sum())}
     if auc:
         y = torch.cat(px.pop("mask")).numpy()
         out["map_auc"] = {**{k: pixel_auc(torch.cat(v).numpy(), y) for k, v in px.items()}, "n": len(arrays),
                           "stride": stride}
     return out
+
+
+def best_component(mask: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """Per image, the connected component of the binary ``mask`` (B, 1, H, W) with the highest Dice against
+    ``target`` (ties: the first found; no foreground: empty), as float masks, and the number of components per
+    image. The choice :func:`select_by_text` would make with a perfect map, so the ceiling of any rule that keeps
+    one of the teacher's candidates. Reads the masks: reporting only (:func:`pool_report`)."""
+    y = target.detach().to("cpu", torch.bool).numpy()
+    out, counts = np.zeros(tuple(mask.shape), bool), np.zeros(mask.shape[0], np.int64)
+    for i, lab, n in components(mask > 0.5):
+        counts[i] = n
+        if n:
+            flat, yi = lab.ravel(), y[i, 0].ravel()
+            area = np.bincount(flat, minlength=n + 1)[1:]
+            inter = np.bincount(flat, weights=yi, minlength=n + 1)[1:]
+            out[i, 0] = lab == int(np.argmax(2 * inter / (area + yi.sum()))) + 1
+    return torch.from_numpy(out).to(device=mask.device, dtype=torch.float32), counts
 
 
 def top_area(score: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
