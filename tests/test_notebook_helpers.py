@@ -117,6 +117,35 @@ def test_demo_profile_and_size_notes():
     assert nb.replace_stale("") and not nb.replace_stale("runs/x")   # only the scratch folder is retrained over
 
 
+def test_every_notebook_that_trains_retrains_a_stale_run_in_its_own_scratch_folder():
+    """A notebook opened after the code changed must not stop on a RunConflict in its own
+    ``runs/interactive-<profile>`` folder: each one that trains takes ``force = nb.replace_stale(run_dir)`` before
+    ``nb.context`` replaces ``run_dir`` with a path, and hands it to every training call."""
+    import json
+    import re
+    from pathlib import Path
+
+    calls = ("run_experiment(", "trained_method(", "run_volume_experiment(")
+    trains = []
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("notebooks").glob("*.ipynb")):
+        code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                          if c["cell_type"] == "code")
+        found = [m.start() for c in calls for m in re.finditer(r"\b" + re.escape(c), code)]
+        if not found:
+            continue
+        trains.append(path.name)
+        assert "force = nb.replace_stale(run_dir)" in code, path.name
+        assert code.index("force = nb.replace_stale(run_dir)") < code.index("nb.context(profile, run_dir"), path.name
+        for start in found:
+            depth, end = 0, start
+            for end in range(code.index("(", start), len(code)):
+                depth += {"(": 1, ")": -1}.get(code[end], 0)
+                if depth == 0:
+                    break
+            assert "force" in code[start:end], f"{path.name}: {code[start:end + 1]}"
+    assert {"03_uewf_entropy_maps.ipynb", "07_vision_language.ipynb", "09_volumes_3d.ipynb"} <= set(trains)
+
+
 def test_size_dir_resolves_in_the_checkout(tmp_path, monkeypatch):
     """06's ``size_dir`` is relative to the checkout, so it works from notebooks/ as from the repo root; a folder
     that is nowhere stops at the parameter check with the name of the parameter."""
