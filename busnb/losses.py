@@ -27,3 +27,14 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
 def bce_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """L = BCE + Dice (the paper's L_s and L_u)."""
     return bce_loss(logits, target, weight) + dice_loss(logits, target, weight)
+
+
+def bce_dice_per_image(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice of each image, shape (B,): pixel-mean BCE per image plus :func:`dice_loss` per image. Their mean
+    over the batch is :func:`bce_dice` without weights; a method weights images with it (``dusss``'s
+    ``conf_weight``)."""
+    b = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").flatten(1).mean(1)
+    p = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    d = 1 - (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
+    return b + d

@@ -320,14 +320,15 @@ def test_dusss_student_sees_the_unlabeled_batch_clean_unless_noise_is_asked(nois
         assert 0.02 < float((student_u[0] - x_u).std()) < 0.08
 
 
-@pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine", "dusss-align", "dusss-log_odds"])
+@pytest.mark.parametrize("variant", ["dusss", "dusss-no_text_refine", "dusss-align", "dusss-log_odds",
+                                     "dusss-conf_weight"])
 def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     from busnb.methods import GROUPS, build_method
     from busnb.train import TrainConfig, Trainer
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
                                        "dusss-no_text_refine", "dusss-log_odds", "dusss-align",
-                                       "dusss-student_noise")
+                                       "dusss-student_noise", "dusss-conf_weight")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
@@ -360,6 +361,7 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     assert np.isfinite(h["loss"]) and np.isfinite(h["Lu"])
     assert h["pi"] == pytest.approx(0.2) and float(m.base_rate()) == pytest.approx(0.2)  # one pi, never re-estimated
     assert (m.align_bias != 0) == (variant == "dusss-align")  # the base-rate controller runs only when on
+    assert ("conf" in h) == (variant == "dusss-conf_weight") and 0 <= h.get("conf", 0) <= 1
     assert any(not torch.equal(before[n], p) for n, p in m.student.named_parameters())
     opt_ids = {id(p) for g in t.opt.param_groups for p in g["params"]}
     assert all(id(p) not in opt_ids for n, p in m.named_parameters() if n.startswith(("teacher", "vlm")))
@@ -476,6 +478,31 @@ def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_
     assert r["flips"]["dice_at_teacher_area"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["teacher"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["refined"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_confidence_weights_trust_each_label_as_much_as_the_teacher_does():
+    """c_i = the teacher's mean probability over the label's foreground, 0 for an empty label; the unlabeled loss
+    is the c-weighted mean of the per-image losses, so an image with c = 0 does not count; the per-image BCE +
+    Dice averages to bce_dice."""
+    from busnb.losses import bce_dice, bce_dice_per_image
+    from busnb.methods.dusss import confidence_weighted, label_confidence
+
+    p = torch.zeros(3, 1, 2, 2)
+    p[0, 0, 0] = torch.tensor([0.9, 0.7])  # label of two pixels: confidence 0.8
+    p[1, 0, 0, 0] = 0.6                    # one pixel: 0.6
+    p[2] = 0.4                             # nothing above 0.5: an empty label
+    y = (p > 0.5).float()
+    c = label_confidence(p, y)
+    assert c.tolist() == pytest.approx([0.8, 0.6, 0.0])
+    losses = torch.tensor([1.0, 2.0, 100.0])
+    assert float(confidence_weighted(losses, c)) == pytest.approx((0.8 + 1.2) / 1.4)  # image 2 ignored
+    assert float(confidence_weighted(losses, torch.zeros(3))) == 0.0
+    logits = torch.randn(3, 1, 4, 4)
+    target = (torch.rand(3, 1, 4, 4) > 0.5).float()
+    per = bce_dice_per_image(logits, target)
+    assert per.shape == (3,) and float(per.mean()) == pytest.approx(float(bce_dice(logits, target)), rel=1e-5)
+    per_soft = bce_dice_per_image(logits, target * 0.7)  # soft targets too
+    assert float(per_soft.mean()) == pytest.approx(float(bce_dice(logits, target * 0.7)), rel=1e-5)
 
 
 def test_best_component_keeps_the_candidate_that_matches_the_mask():
