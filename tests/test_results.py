@@ -94,7 +94,8 @@ def test_pseudo_label_table_only_for_runs_that_report_it(tmp_path):
     # a pool_report.json written after the run fills what its metrics.json lacks, never overrides it
     (tmp_path / "dusss-busi-r10.0-s0" / "pool_report.json").write_text(json.dumps(
         {"pseudo_label_dice": {"teacher": 0.9, "refined": 0.9, "n": 400},
-         "selection": {"oracle": 0.58, "multi": 0.25, "n": 400}, "confidence": {"map": 0.35, "teacher": 0.75, "n": 390}}))
+         "selection": {"oracle": 0.58, "multi": 0.25, "n": 400},
+         "confidence": {"map": 0.35, "teacher": 0.75, "n": 390}}))
     row = report_tables(collect(tmp_path))["pseudo_labels"].loc[("busi", "dusss", "10 %")]
     assert row["teacher (%)"] == "50.00" and row["best single candidate (%)"] == "58.00"
     assert row["several candidates (%)"] == "25.0"

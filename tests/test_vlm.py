@@ -455,25 +455,31 @@ def test_top_area_marks_exactly_n_pixels_per_image_highest_first():
     assert top_area(s, torch.tensor([1, 1]))[1].flatten().tolist() == [0.0, 1.0, 0.0, 0.0]
 
 
+class FixedLabels(torch.nn.Module):
+    """Stands in for a dusss method in pool_report / refined_images: ``pseudo_labels`` returns ``labels(x)`` for
+    a batch x, with a teacher to find the device on and, unless ``vlm=False``, a text map."""
+    opts = {"align": False}
+
+    def __init__(self, labels, vlm: bool = True):
+        super().__init__()
+        self.labels = labels
+        self.teacher, self.vlm = torch.nn.Linear(1, 1), (torch.nn.Identity() if vlm else None)
+
+    def pseudo_labels(self, x, refine=True):
+        return self.labels(x)
+
+
 def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_area():
     """Hand-made labels: the refinement flips two of four pixels to lesion, one rightly; at the teacher's area (one
     pixel) the refined map keeps its best pixel only."""
     from busnb.methods.dusss import pool_report
 
-    class Fixed(torch.nn.Module):
-        opts = {"align": False}
-
-        def __init__(self):
-            super().__init__()
-            self.teacher, self.vlm = torch.nn.Linear(1, 1), torch.nn.Identity()
-
-        def pseudo_labels(self, x, refine=True):
-            t = torch.tensor([0.9, 0.2, 0.2, 0.2]).view(1, 1, 2, 2)
-            return {"teacher": t, "map": t, "refined": torch.tensor([0.9, 0.7, 0.7, 0.2]).view(1, 1, 2, 2)}
-
+    t = torch.tensor([0.9, 0.2, 0.2, 0.2]).view(1, 1, 2, 2)
+    r = torch.tensor([0.9, 0.7, 0.7, 0.2]).view(1, 1, 2, 2)
+    fixed = FixedLabels(lambda x: {"teacher": t, "map": t, "refined": r})
     arrays = SegArrays.from_tensors(torch.zeros(1, 1, 2, 2, dtype=torch.uint8),
                                     torch.tensor([True, True, False, False]).view(1, 1, 2, 2))
-    r = pool_report(Fixed(), arrays)
+    r = pool_report(fixed, arrays)
     assert r["flips"]["changed"] == pytest.approx(0.5) and r["flips"]["right"] == pytest.approx(0.5)
     assert r["flips"]["dice_at_teacher_area"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["pseudo_label_dice"]["teacher"] == pytest.approx(2 / 3, abs=1e-4)
@@ -538,19 +544,13 @@ def test_pool_report_gives_the_selections_ceiling_and_ranks_the_confidences():
     y = torch.zeros(3, 1, 2, 4, dtype=torch.bool)
     y[0, 0, 0, 0] = y[1, 0, 1, 1] = y[2, 0, 0, 0] = True
 
-    class Fixed(torch.nn.Module):
-        opts = {"align": False}
+    def labels(x):
+        i = (x[:, 0, 0, 0] * 255).round().long()  # the batch holds images / 255: image k has value k
+        return {"teacher": t[i], "aligned": t[i], "map": m[i], "refined": t[i]}
 
-        def __init__(self):
-            super().__init__()
-            self.teacher, self.vlm = torch.nn.Linear(1, 1), torch.nn.Identity()
-
-        def pseudo_labels(self, x, refine=True):
-            i = (x[:, 0, 0, 0] * 255).round().long()  # the batch holds images / 255: image k has value k
-            return {"teacher": t[i], "aligned": t[i], "map": m[i], "refined": t[i]}
-
-    arrays = SegArrays.from_tensors(torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 4).contiguous(), y)
-    r = pool_report(Fixed(), arrays, batch=2)
+    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 4).contiguous()
+    arrays = SegArrays.from_tensors(images, y)
+    r = pool_report(FixedLabels(labels), arrays, batch=2)
     assert r["pseudo_label_dice"]["teacher"] == pytest.approx((2 / 3 + 1 + 0) / 3, abs=1e-4)
     assert r["selection"]["oracle"] == pytest.approx(2 / 3, abs=1e-4)
     assert r["selection"]["multi"] == pytest.approx(1 / 3)
@@ -563,24 +563,17 @@ def test_refined_images_lists_the_images_whose_label_the_refinement_changes():
     (a soft change that stays on one side of 0.5 does not count); without a map it is an error."""
     from busnb.methods.dusss import refined_images
 
-    class Fixed(torch.nn.Module):
-        opts = {"align": False}
-
-        def __init__(self, vlm=True):
-            super().__init__()
-            self.teacher, self.vlm = torch.nn.Linear(1, 1), (torch.nn.Identity() if vlm else None)
-
-        def pseudo_labels(self, x, refine=True):
-            v = (x * 255).round()         # the batch holds images / 255
-            t = v / 10
-            r = t.clone()
-            r[v[:, 0, 0, 0] == 8] = 0.0   # a candidate removed
-            r[v[:, 0, 0, 0] == 9] = 0.95  # stays lesion: no change at the threshold
-            r[v[:, 0, 0, 0] == 2] = 0.6   # background made lesion
-            return {"teacher": t, "aligned": t, "map": t, "refined": r}
+    def labels(x):
+        v = (x * 255).round()         # the batch holds images / 255
+        t = v / 10
+        r = t.clone()
+        r[v[:, 0, 0, 0] == 8] = 0.0   # a candidate removed
+        r[v[:, 0, 0, 0] == 9] = 0.95  # stays lesion: no change at the threshold
+        r[v[:, 0, 0, 0] == 2] = 0.6   # background made lesion
+        return {"teacher": t, "aligned": t, "map": t, "refined": r}
 
     arrays = SegArrays.from_tensors(torch.tensor([9, 8, 2], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 2),
                                     torch.zeros(3, 1, 2, 2, dtype=torch.bool))
-    assert refined_images(Fixed(), arrays, batch=2) == [1, 2]
+    assert refined_images(FixedLabels(labels), arrays, batch=2) == [1, 2]
     with pytest.raises(ValueError, match="no text map"):
-        refined_images(Fixed(vlm=False), arrays)
+        refined_images(FixedLabels(labels, vlm=False), arrays)
