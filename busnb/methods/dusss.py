@@ -387,10 +387,9 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
             best, n = best_component(fg, y)
             sel["oracle"].append(soft_dice_batch(best, y).cpu())
             sel["n"].append(n)
-            area = fg.flatten(1).sum(1).clamp_min(1)
             sel["dice"].append(soft_dice_batch(fg, y).cpu())
-            sel["map"].append(((pl["map"] * fg).flatten(1).sum(1) / area).cpu())
-            sel["teacher"].append(((cand * fg).flatten(1).sum(1) / area).cpu())
+            sel["map"].append(label_confidence(pl["map"], fg, threshold).cpu())
+            sel["teacher"].append(label_confidence(cand, fg, threshold).cpu())
         if auc:
             for k in px:
                 px[k].append((y if k == "mask" else pl[k]).float().flatten()[::stride].cpu())
