@@ -136,7 +136,8 @@ def check_identity(folder: str | Path, identity: dict, force: bool = False, info
             shown = "\n  ".join(diffs[:12]) + ("\n  ..." if len(diffs) > 12 else "")
             raise RunConflict(
                 f"{folder} holds a different run:\n  {shown}\n"
-                "Fix: write to a new folder (--out), or pass --force to delete that run and train this one there.")
+                "Fix: write to a new folder (busnb train / busnb run --out NEW), or delete that run and train this one "
+                "there (busnb train --force; in Python run_experiment(..., force=True)).")
         for f in RUN_FILES:
             (folder / f).unlink(missing_ok=True)
         print(f"{folder}: --force: previous run deleted ({len(diffs)} difference(s))")

@@ -46,8 +46,9 @@ def test_finished_run_reused_only_when_identical(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     with pytest.raises(RunConflict, match=r"profile\.lr: 0\.001 -> 0\.5"):
         run_experiment(_prof(lr=0.5), "supervised", out_dir=out, progress=False)
-    with pytest.raises(RunConflict, match="variant"):
+    with pytest.raises(RunConflict, match="variant") as err:
         run_experiment(prof, "mean_teacher", out_dir=out, progress=False)
+    assert "busnb train --force" in str(err.value) and "force=True" in str(err.value)  # a fix for each way in
     assert json.loads((out / "run.json").read_text())["identity"]["profile"]["lr"] == 0.001  # untouched
     forced = run_experiment(_prof(lr=0.5), "supervised", out_dir=out, progress=False, force=True)
     assert json.loads((out / "run.json").read_text())["identity"]["profile"]["lr"] == 0.5
