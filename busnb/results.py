@@ -362,7 +362,9 @@ def table_caption(name: str) -> str:
     """What a :func:`report_tables` table holds, in words."""
     if name == "pseudo_labels":
         return ("Dice of the pseudo-labels on the unlabeled pool (final teacher: raw, base-rate aligned, text-refined; "
-                "reported, never used for training or selection), mean ± std over seeds")
+                "reported, never used for training or selection), mean ± std over seeds; how well the teacher and "
+                "the text map rank pixels (AUC) and images (rank correlation of a per-image confidence with the "
+                "labels' Dice), and the ceiling of the text-guided selection (best single candidate per image)")
     if name.startswith("compare_"):
         ds, r = name[len("compare_"):].rsplit("_", 1)
         return f"{ds}, {r} of train labeled: test metrics per method (mean ± std over seeds)"
