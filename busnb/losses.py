@@ -5,14 +5,20 @@ import torch
 import torch.nn.functional as F
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-              smooth: float = 1.0) -> torch.Tensor:
-    """L_Dice = 1 - (2 sum w p t + s) / (sum w p + sum w t + s), per image, averaged."""
+def dice_loss_per_image(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                        smooth: float = 1.0) -> torch.Tensor:
+    """L_Dice = 1 - (2 sum w p t + s) / (sum w p + sum w t + s) of each image, shape (B,)."""
     p = torch.sigmoid(logits.float()).flatten(1)
     t = target.float().flatten(1)
     w = torch.ones_like(p) if weight is None else weight.float().expand_as(logits).flatten(1)
     inter = (w * p * t).sum(1)
-    return (1 - (2 * inter + smooth) / ((w * p).sum(1) + (w * t).sum(1) + smooth)).mean()
+    return 1 - (2 * inter + smooth) / ((w * p).sum(1) + (w * t).sum(1) + smooth)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+              smooth: float = 1.0) -> torch.Tensor:
+    """L_Dice of :func:`dice_loss_per_image`, averaged over the images."""
+    return dice_loss_per_image(logits, target, weight, smooth).mean()
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,11 +36,8 @@ def bce_dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
 
 
 def bce_dice_per_image(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + Dice of each image, shape (B,): pixel-mean BCE per image plus :func:`dice_loss` per image. Their mean
+    """BCE + Dice of each image, shape (B,): pixel-mean BCE per image plus :func:`dice_loss_per_image`. Their mean
     over the batch is :func:`bce_dice` without weights; a method weights images with it (``dusss``'s
     ``conf_weight``)."""
     b = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").flatten(1).mean(1)
-    p = torch.sigmoid(logits.float()).flatten(1)
-    t = target.float().flatten(1)
-    d = 1 - (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
-    return b + d
+    return b + dice_loss_per_image(logits, target)

@@ -476,7 +476,7 @@ def test_pool_report_counts_the_refinements_flips_and_scores_it_at_the_teachers_
 
     t = torch.tensor([0.9, 0.2, 0.2, 0.2]).view(1, 1, 2, 2)
     r = torch.tensor([0.9, 0.7, 0.7, 0.2]).view(1, 1, 2, 2)
-    fixed = FixedLabels(lambda x: {"teacher": t, "map": t, "refined": r})
+    fixed = FixedLabels(lambda x: {"teacher": t, "aligned": t, "map": t, "refined": r})
     arrays = SegArrays.from_tensors(torch.zeros(1, 1, 2, 2, dtype=torch.uint8),
                                     torch.tensor([True, True, False, False]).view(1, 1, 2, 2))
     r = pool_report(fixed, arrays)

@@ -376,20 +376,11 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
     flips = {"changed": 0, "right": 0, "pixels": 0, "dice": []}  # counts stay on the device until the end
-    sel = {"oracle": [], "n": [], "dice": [], "map": [], "teacher": []}
+    sel = {"oracle": [], "n": [], "map": [], "teacher": []}  # the selection's ceiling, per-image confidences
     for b, pl in pool_batches(method, arrays, batch):
         y = b["mask"].to(pl["teacher"].device)
         for k in d:
             d[k].append(soft_dice_batch((pl[k] > threshold).float(), y))
-        if "refined" in pl:
-            cand = pl.get("aligned", pl["teacher"])
-            fg = (cand > threshold).float()
-            best, n = best_component(fg, y)
-            sel["oracle"].append(soft_dice_batch(best, y).cpu())
-            sel["n"].append(n)
-            sel["dice"].append(soft_dice_batch(fg, y).cpu())
-            sel["map"].append(label_confidence(pl["map"], fg, threshold).cpu())
-            sel["teacher"].append(label_confidence(cand, fg, threshold).cpu())
         if auc:
             for k in px:
                 px[k].append((y if k == "mask" else pl[k]).float().flatten()[::stride].cpu())
@@ -400,6 +391,13 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
             flips["right"] += (changed & (r == (y > 0.5))).sum()
             flips["pixels"] += changed.numel()
             flips["dice"].append(soft_dice_batch(top_area(pl["refined"], t.flatten(1).sum(1)), y))
+            cand = pl["aligned"]  # the label the selection chooses from (the teacher's, with align off)
+            fg = (cand > threshold).float()
+            best, n = best_component(fg, y)
+            sel["oracle"].append(soft_dice_batch(best, y))
+            sel["n"].append(n)
+            sel["map"].append(label_confidence(pl["map"], fg, threshold))
+            sel["teacher"].append(label_confidence(cand, fg, threshold))
     out = {"pseudo_label_dice": {**{k: float(torch.cat(v).mean()) for k, v in d.items()}, "n": len(arrays)}}
     if flips["dice"]:
         changed, right = int(flips["changed"]), int(flips["right"])
@@ -412,10 +410,10 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
         n = np.concatenate(sel["n"])
         out["selection"] = {"oracle": float(torch.cat(sel["oracle"]).mean()), "multi": float((n > 1).mean()),
                             "n": len(arrays)}
-        has = torch.from_numpy(n > 0)
-        dice = torch.cat(sel["dice"])[has].numpy()
-        rho = {k: float(spearmanr(torch.cat(sel[k])[has].numpy(), dice)[0]) if len(dice) > 2 else float("nan")
-               for k in ("map", "teacher")}
+        has = n > 0
+        dice = torch.cat(d.get("aligned", d["teacher"])).cpu().numpy()[has]  # the candidates' label's Dice
+        rho = {k: float(spearmanr(torch.cat(sel[k]).cpu().numpy()[has], dice)[0]) if len(dice) > 2
+               else float("nan") for k in ("map", "teacher")}
         out["confidence"] = {**rho, "n": int(has.sum())}
     if auc:
         y = torch.cat(px.pop("mask")).numpy()
