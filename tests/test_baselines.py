@@ -445,6 +445,37 @@ def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
     assert build_method("bcp-plain_pretrain", TINY).opts["batch_norm"] == "shared"
 
 
+def test_mean_teacher_release_batch_norm_teacher_uses_batch_statistics(arrays):
+    """``mean_teacher-release_bn`` (SSL4MIS never puts its EMA model in eval mode): in training the teacher
+    normalises its noisy unlabeled batch by that batch's statistics, so an image's target depends on its batch
+    partners; by default (eval-mode teacher) it does not. In eval mode both use running statistics, the EMA update
+    still copies the student's, and a bad value is refused."""
+    torch.manual_seed(0)
+    shared, release = build_method("mean_teacher", TINY), build_method("mean_teacher-release_bn", TINY)
+    release.load_state_dict(shared.state_dict())
+    assert shared.opts["batch_norm"] == "shared" and release.opts["batch_norm"] == "release"
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 32, 32, generator=g)
+    other = torch.cat([x[:1], torch.rand(1, 1, 32, 32, generator=g) * 3])
+    for m, depends in ((shared, False), (release, True)):
+        m.train()
+        assert m.teacher.training is depends and m.student.training
+        with torch.no_grad():
+            a, b = m.teacher(x)[0], m.teacher(other)[0]
+        assert (not torch.allclose(a, b, atol=1e-5)) is depends
+    release.total_steps = 10
+    bl, bu = _batches(arrays)
+    loss, _ = release.loss(bl, bu, 0)
+    loss.backward()
+    release.after_step(0)
+    for t, s in zip(release.teacher.buffers(), release.student.buffers()):
+        assert torch.equal(t, s)
+    release.eval()
+    assert not release.teacher.training
+    with pytest.raises(ValueError, match="batch_norm='joint'"):
+        build_method("mean_teacher", TINY, batch_norm="joint")
+
+
 def _decoder_state(net):
     return net.net.decoder.state_dict()
 

@@ -42,21 +42,29 @@ class MeanTeacher(Method):
     ``evaluate``: the network that is validated, selected and tested: "student" (default; SSL4MIS validates its
     student) or "teacher", the EMA network (variant ``mean_teacher-teacher``): the original paper's training
     curves (Tarvainen & Valpola 2017, Sec. 3.3, Fig. 3) show the EMA-weighted model more accurate than the bare
-    student."""
+    student.
+    ``batch_norm``: "shared" (default) runs the teacher in eval mode on the running statistics it copies from the
+    student, as every EMA teacher in this repo; "release" (variant ``mean_teacher-release_bn``) keeps it in
+    training mode, so it normalises each noisy unlabeled batch by that batch's own statistics, as SSL4MIS's
+    ``ema_model`` does (it is never switched to eval mode; ``bcp``'s default, from its release, does the same)."""
 
     name = "mean_teacher"
     needs_unlabeled = True
 
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
                  rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False,
-                 evaluate: str = "student"):
+                 evaluate: str = "student", batch_norm: str = "shared"):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
         if evaluate not in ("student", "teacher"):
             raise ValueError(f"mean_teacher: evaluate must be 'student' or 'teacher', not {evaluate!r}")
+        if batch_norm not in ("shared", "release"):
+            raise ValueError(f"mean_teacher: batch_norm={batch_norm!r}; choose 'shared' (teacher in eval mode) or "
+                             "'release' (teacher on its batch's statistics, as SSL4MIS)")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
-                         optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate)
+                         optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate,
+                         batch_norm=batch_norm)
 
     def eval_net(self):
         return self.teacher if self.opts["evaluate"] == "teacher" else self.student
@@ -66,7 +74,7 @@ class MeanTeacher(Method):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()
+        self.teacher.train(mode and self.opts["batch_norm"] == "release")  # release: batch statistics
         return self
 
     def loss(self, batch_l, batch_u, step):
