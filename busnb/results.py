@@ -329,15 +329,7 @@ def paired_table(root, ref: str = "supervised", pairs=None, metric: str = "dice"
     ``python -m busnb.results --paired DIR [--ref ROW] [ROW:REFERENCE ...]`` prints it."""
     import pandas as pd
 
-    per = {}  # row -> {seed: metric}
-    for name, df, stage in _folder_rows(root):
-        df = df[~stage]
-        twice = sorted({int(x) for x in df["seed"][df["seed"].duplicated()]})
-        if twice:
-            raise ValueError(f"paired_table: {Path(root) / name} holds more than one run of seed {twice[0]} "
-                             f"({sorted(df['path'][df['seed'] == twice[0]])}). Fix: one run per seed in a row's "
-                             "folder (put other ratios or settings in their own folders).")
-        per[name] = {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
+    per = {name: _by_seed(Path(root) / name, df[~stage], metric) for name, df, stage in _folder_rows(root)}
     if pairs is None:
         pairs = [(name, ref) for name in sorted(per) if name != ref]
     rows = []
@@ -444,6 +436,73 @@ def predictions_by_variant(df, profile, n_images: int = 4):
     return rows, titles
 
 
+def _by_seed(folder: Path, df, metric: str) -> dict[int, float]:
+    """{seed: metric} of one row's runs (``df``: :func:`collect` of ``folder``, published stage scores left out);
+    two runs of one seed in a row are an error naming them."""
+    twice = sorted({int(x) for x in df["seed"][df["seed"].duplicated()]})
+    if twice:
+        raise ValueError(f"{folder} holds more than one run of seed {twice[0]} "
+                         f"({sorted(df['path'][df['seed'] == twice[0]])}). Fix: one run per seed in a row's "
+                         "folder (put other ratios or settings in their own folders).")
+    return {int(s): float(v) for s, v in zip(df["seed"], df[metric])}
+
+
+GRID_ROWS = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty", "+static", "dual_teacher", "dusss")
+
+
+def grid_table(columns, rows=None, ref: str = "supervised", metric: str = "dice", scale: float = 100.0,
+               digits: int = 2):
+    """Rows × settings, one cell per (row, setting): the README's overview of many result folders at once.
+
+    ``columns``: ``[(label, root, suffix), ...]``; the cell of row ``r`` in that column is the sub-folder
+    ``root / (r + suffix)`` (e.g. root ``…/d64e45-r10-weak``, suffix ``-simclr+restore``), as in
+    :func:`folder_table`. A cell is the test ``metric`` as 'mean ± std' over its seeds and, for every row but
+    ``ref``, the paired difference to ``ref`` + suffix in the same root (:func:`paired_table`'s Δ: mean over the
+    common seeds) and at how many of them the row is above, e.g. '60.47 ± 2.65 (+1.31, 2/3)'. A missing folder is
+    '—'. ``rows``: default :data:`GRID_ROWS`, those with a folder in some column; rows named explicitly must each
+    have one. A column root that is no folder is an error."""
+    import pandas as pd
+
+    explicit = rows is not None
+    rows = list(rows if explicit else GRID_ROWS)
+    cache = {}
+
+    def seeds(folder: Path):
+        if folder not in cache:
+            df = collect(folder) if folder.is_dir() else pd.DataFrame()
+            if not df.empty:
+                df = df[~df["path"].map(lambda p: _published_stage(Path(p), folder))]
+            cache[folder] = _by_seed(folder, df, metric) if not df.empty else None
+        return cache[folder]
+
+    for label, root, _ in columns:
+        if not Path(root).is_dir():
+            raise ValueError(f"grid_table: column {label!r}: {root} is no folder. Fix: give LABEL=DIR with a "
+                             "results folder that holds one sub-folder per row.")
+    out = {}
+    for r in rows:
+        cells = {}
+        for label, root, suffix in columns:
+            mine = seeds(Path(root) / f"{r}{suffix}")
+            if not mine:
+                cells[label] = "—"
+                continue
+            cell = _mean_std(list(mine.values()), scale, digits)
+            base = seeds(Path(root) / f"{ref}{suffix}") if r != ref else None
+            common = sorted(set(mine) & set(base or {}))
+            if common:
+                d = [mine[s] - base[s] for s in common]
+                cell += f" ({scale * sum(d) / len(d):+.{digits}f}, {sum(x > 0 for x in d)}/{len(d)})"
+            cells[label] = cell
+        if any(v != "—" for v in cells.values()):
+            out[r] = cells
+        elif explicit:
+            raise ValueError(f"grid_table: row {r!r} has no folder {r}<suffix> in any column "
+                             f"({', '.join(str(Path(root) / (r + sfx)) for _, root, sfx in columns)}). Fix: name "
+                             "rows by their folders' names without the column's suffix.")
+    return pd.DataFrame.from_dict(out, orient="index", columns=[c[0] for c in columns])
+
+
 def markdown_summary(run_dir) -> str:
     """Dice / IoU (%) and HD95 (px) tables, mean ± std over seeds, of every metrics.json under ``run_dir``
     (what README tables are built from: ``python -m busnb.results results/<folder>``), and the pseudo-label table
@@ -485,5 +544,25 @@ if __name__ == "__main__":
         pairs = [tuple(a.split(":", 1)) for a in rest] or None
         t = paired_table(args[1] if len(args) > 1 else "results", ref=ref, pairs=pairs)
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
+    elif args[:1] == ["--grid"]:
+        usage = ("Fix: python -m busnb.results --grid LABEL=DIR [LABEL=DIR ...] [--starts LABEL=SUFFIX ...] "
+                 "[--rows ROW ...] [--ref ROW]")
+        opts, key = {"--grid": [], "--starts": [], "--rows": [], "--ref": []}, "--grid"
+        for a in args:
+            if a in opts:
+                key = a
+            else:
+                opts[key].append(a)
+        bad = [a for a in opts["--grid"] + opts["--starts"] if "=" not in a]
+        if not opts["--grid"] or bad or len(opts["--ref"]) > 1:
+            sys.exit(f"--grid: {bad[0]!r} is not LABEL=VALUE. {usage}" if bad else f"--grid: bad arguments. {usage}")
+        starts = [tuple(a.split("=", 1)) for a in opts["--starts"]] or [("", "")]
+        cols = [(", ".join(x for x in (lab, s_lab) if x), root, sfx)
+                for lab, root in (a.split("=", 1) for a in opts["--grid"]) for s_lab, sfx in starts]
+        try:
+            t = grid_table(cols, rows=opts["--rows"] or None, ref=(opts["--ref"] or ["supervised"])[0])
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        print(t.to_markdown(disable_numparse=True) if not t.empty else "no row has runs in any column")
     else:
         print(markdown_summary(args[0] if args else "results"))

@@ -239,3 +239,38 @@ def test_paired_table_differences_by_seed(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "busnb.results", "--paired", str(tmp_path), "supervised-ssl"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "ROW:REFERENCE" in bad.stderr
+
+
+def test_grid_table_lays_rows_against_settings_with_paired_differences(tmp_path):
+    """One cell per (row, column): the folder ``root/<row><suffix>``, mean ± std over seeds and the paired Δ to
+    the reference row of the same column with the count of seeds above; a missing folder is '—'; a default row
+    absent everywhere is left out, an explicit one is an error; the CLI builds columns from LABEL=DIR ×
+    starts."""
+    import subprocess
+    import sys
+
+    from busnb.results import grid_table
+
+    for seed, (sup, mt, sup_s, mt_s) in enumerate([(0.50, 0.55, 0.60, 0.58), (0.40, 0.38, 0.50, 0.56)]):
+        _write(tmp_path / "r10" / "supervised", "supervised", 10, seed, sup)
+        _write(tmp_path / "r10" / "mean_teacher", "mean_teacher", 10, seed, mt)
+        _write(tmp_path / "r10" / "supervised-ssl", "supervised", 10, seed, sup_s)
+        _write(tmp_path / "r10" / "mean_teacher-ssl", "mean_teacher", 10, seed, mt_s)
+    _write(tmp_path / "r10" / "mean_teacher" / "_stages", "bcp_pretrain", 10, 0, 0.99)  # not a run of the row
+    (tmp_path / "r2").mkdir()
+    cols = [("10 %", tmp_path / "r10", ""), ("10 %, ssl", tmp_path / "r10", "-ssl"), ("2.5 %", tmp_path / "r2", "")]
+    t = grid_table(cols)
+    assert list(t.index) == ["supervised", "mean_teacher"]
+    assert t.loc["supervised", "10 %"] == "45.00 ± 7.07" and t.loc["supervised", "2.5 %"] == "—"
+    assert t.loc["mean_teacher", "10 %"] == "46.50 ± 12.02 (+1.50, 1/2)"
+    assert t.loc["mean_teacher", "10 %, ssl"] == "57.00 ± 1.41 (+2.00, 1/2)"
+    with pytest.raises(ValueError, match="row 'cps' has no folder"):
+        grid_table(cols, rows=["supervised", "cps"])
+    with pytest.raises(ValueError, match="is no folder"):
+        grid_table([("x", tmp_path / "nowhere", "")])
+    out = subprocess.run([sys.executable, "-m", "busnb.results", "--grid", f"10 %={tmp_path / 'r10'}",
+                          "--starts", "scratch=", "ssl=-ssl", "--rows", "mean_teacher"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "10 %, scratch" in out and "10 %, ssl" in out and "(+2.00, 1/2)" in out and "supervised" not in out
+    bad = subprocess.run([sys.executable, "-m", "busnb.results", "--grid", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "LABEL=VALUE" in bad.stderr
