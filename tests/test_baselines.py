@@ -414,16 +414,11 @@ def test_cps_default_keeps_labeled_batch_norm_statistics_apart():
     assert abs(ls(joint, bu1) - ls(joint, bu2)) > 1e-4
 
 
-def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
-    """BCP's default (the release's handling): in training the EMA teacher normalises by the unlabeled batch's
-    own statistics, so an image's pseudo-label depends on the images batched with it; with ``bcp-shared_bn``
-    (eval-mode teacher) it does not. The student sees the two mixed batches in two passes. Bad values are
-    refused; ``bcp-plain_pretrain`` keeps the shared handling it was measured with."""
-    torch.manual_seed(0)
-    shared, release = build_method("bcp-shared_bn", TINY), build_method("bcp", TINY)
+def _teacher_depends_on_batch_only_in_release(shared, release, g):
+    """Both methods in training mode, same weights: the release teacher's output for an image changes with its batch
+    partner (batch statistics), the shared one's does not (running statistics). Returns the first batch."""
     release.load_state_dict(shared.state_dict())
-    assert release.opts["batch_norm"] == "release" and shared.opts["batch_norm"] == "shared"
-    g = torch.Generator().manual_seed(1)
+    assert shared.opts["batch_norm"] == "shared" and release.opts["batch_norm"] == "release"
     x = torch.rand(2, 1, 32, 32, generator=g)
     other = torch.cat([x[:1], torch.rand(1, 1, 32, 32, generator=g) * 3])  # same first image, another partner
     for m, depends in ((shared, False), (release, True)):
@@ -432,6 +427,18 @@ def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
         with torch.no_grad():
             a, b = m.teacher(x)[0], m.teacher(other)[0]
         assert (not torch.allclose(a, b, atol=1e-5)) is depends
+    return x
+
+
+def test_bcp_release_batch_norm_teacher_uses_batch_statistics():
+    """BCP's default (the release's handling): in training the EMA teacher normalises by the unlabeled batch's
+    own statistics, so an image's pseudo-label depends on the images batched with it; with ``bcp-shared_bn``
+    (eval-mode teacher) it does not. The student sees the two mixed batches in two passes. Bad values are
+    refused; ``bcp-plain_pretrain`` keeps the shared handling it was measured with."""
+    torch.manual_seed(0)
+    shared, release = build_method("bcp-shared_bn", TINY), build_method("bcp", TINY)
+    g = torch.Generator().manual_seed(1)
+    x = _teacher_depends_on_batch_only_in_release(shared, release, g)
     release.eval()
     assert not release.teacher.training
     calls = []
@@ -452,17 +459,7 @@ def test_mean_teacher_release_batch_norm_teacher_uses_batch_statistics(arrays):
     still copies the student's, and a bad value is refused."""
     torch.manual_seed(0)
     shared, release = build_method("mean_teacher", TINY), build_method("mean_teacher-release_bn", TINY)
-    release.load_state_dict(shared.state_dict())
-    assert shared.opts["batch_norm"] == "shared" and release.opts["batch_norm"] == "release"
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 1, 32, 32, generator=g)
-    other = torch.cat([x[:1], torch.rand(1, 1, 32, 32, generator=g) * 3])
-    for m, depends in ((shared, False), (release, True)):
-        m.train()
-        assert m.teacher.training is depends and m.student.training
-        with torch.no_grad():
-            a, b = m.teacher(x)[0], m.teacher(other)[0]
-        assert (not torch.allclose(a, b, atol=1e-5)) is depends
+    _teacher_depends_on_batch_only_in_release(shared, release, torch.Generator().manual_seed(1))
     release.total_steps = 10
     bl, bu = _batches(arrays)
     loss, _ = release.loss(bl, bu, 0)
