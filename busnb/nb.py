@@ -116,6 +116,10 @@ def check_params(**params) -> None:
     if p.get("size_dir") and not in_repo(p["size_dir"]).is_dir():
         raise ValueError(f"size_dir={p['size_dir']!r}: no such folder (here or in the checkout). Pass a folder with one "
                          "sub-folder per row and its runs below it, e.g. results/cpu-2026-11-24/d64e45-r10")
+    for label, d in (p.get("glance_dirs") or {}).items():
+        if not in_repo(d).is_dir():
+            raise ValueError(f"glance_dirs[{label!r}]={d!r}: no such folder (here or in the checkout). Pass folders with "
+                             "one sub-folder per row, e.g. results/cpu-2026-11-24/d64e45-r10-weak")
     if p.get("model_dir"):
         m = Path(p["model_dir"])
         if not (m.is_file() and m.suffix == ".pt") and not (m / "best.pt").is_file():

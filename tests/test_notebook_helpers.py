@@ -160,6 +160,9 @@ def test_size_dir_resolves_in_the_checkout(tmp_path, monkeypatch):
     nb.check_params(profile="demo", size_dir="splits/busi")
     with pytest.raises(ValueError, match="size_dir='results/nowhere'"):
         nb.check_params(profile="demo", size_dir="results/nowhere")
+    nb.check_params(profile="demo", glance_dirs={"10 %": "splits/busi"})  # 06's overview folders resolve the same way
+    with pytest.raises(ValueError, match=r"glance_dirs\['10 %'\]='results/nowhere'"):
+        nb.check_params(profile="demo", glance_dirs={"10 %": "results/nowhere"})
 
 
 def test_kernels_talk_over_ipc_with_their_own_sockets():
