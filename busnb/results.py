@@ -458,7 +458,7 @@ def grid_table(columns, rows=None, ref: str = "supervised", metric: str = "dice"
     ``root / (r + suffix)`` (e.g. root ``…/d64e45-r10-weak``, suffix ``-simclr+restore``), as in
     :func:`folder_table`. A cell is the test ``metric`` as 'mean ± std' over its seeds and, for every row but
     ``ref``, the paired difference to ``ref`` + suffix in the same root (:func:`paired_table`'s Δ: mean over the
-    common seeds) and at how many of them the row is above, e.g. '60.47 ± 2.65 (+1.31, 2/3)'. A missing folder is
+    common seeds) and at how many of them the row is above, e.g. '60.47 ± 2.65 (+1.31, 3/3)'. A missing folder is
     '—'. ``rows``: default :data:`GRID_ROWS`, those with a folder in some column; rows named explicitly must each
     have one. A column root that is no folder is an error."""
     import pandas as pd

@@ -36,9 +36,9 @@ class MeanTeacher(Method):
     200 x 150 of its 30,000 iterations). SSL4MIS's supervised loss is 0.5 (CE + Dice), this repo's BCE + Dice, so
     its 0.1 weighs the consistency at least twice as much against L_s; ``lambda_u=0.2`` was measured (BUSI, 64 px,
     45 epochs, ``augment=weak``, 12 runs: ``results/cpu-2026-11-24/d64e45*-weak/mean_teacher-lambda0.2*``) and
-    validation did not choose it (best validation Dice lower in 7 of 12 runs, 5 of 6 at 10 %). Not followed: SSL4MIS passes labeled and unlabeled images through the
-    student as one batch; here they go through it separately (batch-norm statistics apart, as for ``cps``, whose
-    joint batch over-segments BUSI).
+    validation did not choose it (best validation Dice lower in 7 of 12 runs, 5 of 6 at 10 %).
+    Not followed: SSL4MIS passes labeled and unlabeled images through the student as one batch; here they go
+    through it separately (batch-norm statistics apart, as for ``cps``, whose joint batch over-segments BUSI).
     ``optimizer``: "shared" (default) = the profile's Adam, as every method in the comparison; "paper" = SGD
     lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per iteration. Weak augmentation (flip, rotation) is
     the profile's ``augment="weak"``, applied by the trainer to every method alike.
