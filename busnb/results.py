@@ -450,6 +450,15 @@ def _by_seed(folder: Path, df, metric: str) -> dict[int, float]:
 GRID_ROWS = ("supervised", "mean_teacher", "cps", "bcp", "dual_uncertainty", "+static", "dual_teacher", "dusss")
 
 
+def grid_columns(dirs: dict, starts: dict | None = None) -> list[tuple[str, Path, str]]:
+    """:func:`grid_table`'s columns from ``{ratio label: results folder}`` × ``{start label: folder-name suffix}``
+    (e.g. ``{"scratch": "", "SimCLR+restore": "-simclr+restore"}``; None: one start, no suffix), labelled
+    "<ratio>, <start>" in that order."""
+    starts = starts or {"": ""}
+    return [(", ".join(x for x in (lab, s_lab) if x), Path(root), sfx)
+            for lab, root in dirs.items() for s_lab, sfx in starts.items()]
+
+
 def grid_table(columns, rows=None, ref: str = "supervised", metric: str = "dice", scale: float = 100.0,
                digits: int = 2):
     """Rows × settings, one cell per (row, setting): the README's overview of many result folders at once.
@@ -556,9 +565,8 @@ if __name__ == "__main__":
         bad = [a for a in opts["--grid"] + opts["--starts"] if "=" not in a]
         if not opts["--grid"] or bad or len(opts["--ref"]) > 1:
             sys.exit(f"--grid: {bad[0]!r} is not LABEL=VALUE. {usage}" if bad else f"--grid: bad arguments. {usage}")
-        starts = [tuple(a.split("=", 1)) for a in opts["--starts"]] or [("", "")]
-        cols = [(", ".join(x for x in (lab, s_lab) if x), root, sfx)
-                for lab, root in (a.split("=", 1) for a in opts["--grid"]) for s_lab, sfx in starts]
+        cols = grid_columns(dict(a.split("=", 1) for a in opts["--grid"]),
+                            dict(a.split("=", 1) for a in opts["--starts"]) or None)
         try:
             t = grid_table(cols, rows=opts["--rows"] or None, ref=(opts["--ref"] or ["supervised"])[0])
         except ValueError as e:

@@ -249,7 +249,7 @@ def test_grid_table_lays_rows_against_settings_with_paired_differences(tmp_path)
     import subprocess
     import sys
 
-    from busnb.results import grid_table
+    from busnb.results import grid_columns, grid_table
 
     for seed, (sup, mt, sup_s, mt_s) in enumerate([(0.50, 0.55, 0.60, 0.58), (0.40, 0.38, 0.50, 0.56)]):
         _write(tmp_path / "r10" / "supervised", "supervised", 10, seed, sup)
@@ -259,6 +259,7 @@ def test_grid_table_lays_rows_against_settings_with_paired_differences(tmp_path)
     _write(tmp_path / "r10" / "mean_teacher" / "_stages", "bcp_pretrain", 10, 0, 0.99)  # not a run of the row
     (tmp_path / "r2").mkdir()
     cols = [("10 %", tmp_path / "r10", ""), ("10 %, ssl", tmp_path / "r10", "-ssl"), ("2.5 %", tmp_path / "r2", "")]
+    assert grid_columns({"10 %": tmp_path / "r10"}, {"": "", "ssl": "-ssl"}) == cols[:2]
     t = grid_table(cols)
     assert list(t.index) == ["supervised", "mean_teacher"]
     assert t.loc["supervised", "10 %"] == "45.00 ± 7.07" and t.loc["supervised", "2.5 %"] == "—"
