@@ -473,6 +473,28 @@ def test_mean_teacher_release_batch_norm_teacher_uses_batch_statistics(arrays):
         build_method("mean_teacher", TINY, batch_norm="joint")
 
 
+def test_mean_teacher_joint_batch_norm_passes_labeled_and_unlabeled_as_one_batch(arrays):
+    """``mean_teacher-joint_bn`` (SSL4MIS): one student pass over labeled + unlabeled, so L_s depends on the
+    unlabeled batch through batch-norm statistics; the default's two passes keep them apart. Same weights: the
+    consistency term's inputs are the same images either way."""
+    torch.manual_seed(0)
+    sep, joint = build_method("mean_teacher", TINY), build_method("mean_teacher-joint_bn", TINY)
+    assert sep.opts["joint_bn"] is False and joint.opts["joint_bn"] is True
+    joint.load_state_dict(sep.state_dict())
+    bl, bu = _batches(arrays)
+    bu2 = {**bu, "image": torch.rand_like(bu["image"]) * 2}
+    for m in (sep, joint):
+        m.total_steps = 10
+        m.train()
+        sizes = []
+        h = m.student.register_forward_hook(lambda mod, inp, out: sizes.append(len(inp[0])))
+        ls = [float(m.loss(bl, b, 0)[1]["Ls"]) for b in (bu, bu2)]
+        h.remove()
+        n_l, n_u = len(bl["image"]), len(bu["image"])
+        assert sizes == ([n_l + n_u] * 2 if m is joint else [n_l, n_u] * 2)
+        assert (abs(ls[0] - ls[1]) > 1e-5) is (m is joint)
+
+
 def _decoder_state(net):
     return net.net.decoder.state_dict()
 

@@ -34,7 +34,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLA
                                          "bcp-shared_bn": ("bcp", {"batch_norm": "shared"}),
                                          "mean_teacher-student_noise": ("mean_teacher", {"student_noise": True}),
                                          "mean_teacher-teacher": ("mean_teacher", {"evaluate": "teacher"}),
-                                         "mean_teacher-release_bn": ("mean_teacher", {"batch_norm": "release"})}
+                                         "mean_teacher-release_bn": ("mean_teacher", {"batch_norm": "release"}),
+                                         "mean_teacher-joint_bn": ("mean_teacher", {"joint_bn": True})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

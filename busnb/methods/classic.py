@@ -37,8 +37,9 @@ class MeanTeacher(Method):
     its 0.1 weighs the consistency at least twice as much against L_s; ``lambda_u=0.2`` was measured (BUSI, 64 px,
     45 epochs, ``augment=weak``, 12 runs: ``results/cpu-2026-11-24/d64e45*-weak/mean_teacher-lambda0.2*``) and
     validation did not choose it (best validation Dice lower in 7 of 12 runs, 5 of 6 at 10 %).
-    Not followed: SSL4MIS passes labeled and unlabeled images through the student as one batch; here they go
-    through it separately (batch-norm statistics apart, as for ``cps``, whose joint batch over-segments BUSI).
+    ``joint_bn``: False (default) passes the labeled and the unlabeled images through the student separately
+    (batch-norm statistics apart, as for ``cps``, whose joint batch over-segments BUSI); True (variant
+    ``mean_teacher-joint_bn``) passes them as one batch, as SSL4MIS does.
     ``optimizer``: "shared" (default) = the profile's Adam, as every method in the comparison; "paper" = SGD
     lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per iteration. Weak augmentation (flip, rotation) is
     the profile's ``augment="weak"``, applied by the trainer to every method alike.
@@ -60,7 +61,7 @@ class MeanTeacher(Method):
 
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
                  rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False,
-                 evaluate: str = "student", batch_norm: str = "shared"):
+                 evaluate: str = "student", batch_norm: str = "shared", joint_bn: bool = False):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
         if evaluate not in ("student", "teacher"):
@@ -71,7 +72,7 @@ class MeanTeacher(Method):
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
                          optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate,
-                         batch_norm=batch_norm)
+                         batch_norm=batch_norm, joint_bn=bool(joint_bn))
 
     def eval_net(self):
         return self.teacher if self.opts["evaluate"] == "teacher" else self.student
@@ -87,9 +88,14 @@ class MeanTeacher(Method):
     def loss(self, batch_l, batch_u, step):
         o = self.opts
         x_u = batch_u["image"]
-        ls = self.supervised(batch_l)
         x_s = x_u + input_noise(x_u, o["noise"]) if o["student_noise"] else x_u
-        p_s = torch.sigmoid(self.student(x_s).float())
+        if o["joint_bn"]:  # SSL4MIS: one student pass over labeled + unlabeled
+            x_l = batch_l["image"]
+            out = self.student(torch.cat([x_l, x_s]))
+            ls, p_s = bce_dice(out[:len(x_l)], batch_l["mask"]), torch.sigmoid(out[len(x_l):].float())
+        else:
+            ls = self.supervised(batch_l)
+            p_s = torch.sigmoid(self.student(x_s).float())
         with torch.no_grad():
             p_t = torch.sigmoid(self.teacher(x_u + input_noise(x_u, o["noise"])).float())
         lu = F.mse_loss(p_s, p_t)
