@@ -116,7 +116,7 @@ def test_dark_beats_bright_on_busi(busi):
     from busnb import splits as S
 
     sp = S.read_splits(S.split_dir("busi", 0))[0]
-    val = [s for s in busi if s.id in set(sp["val"])][:24]
+    val = [s for s in busi if s.id in set(sp["val"])][:12]  # dark oval 0.66 vs bright 0.04 on these (24: 0.61 / 0.05)
     be = AppearanceBackend()
     dice = {}
     for phrase in ("dark oval", "bright oval"):
