@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from ..atomic import atomic_dir
 from ..paths import data_dir
@@ -122,6 +122,8 @@ def _tissue(rng, h, w):
 
 
 def _image(rng, amp, size):
+    from scipy import signal  # here, not at the top: scipy.signal takes about a second to import
+
     h, w = amp.shape
     field = (rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w))) / np.sqrt(2) * amp
     ky, kx = np.mgrid[-6:7, -4:5].astype(np.float64)
