@@ -137,17 +137,15 @@ def main(argv=None) -> int:
                    help="replace an existing split with different content (changes the test set)")
     s.set_defaults(fn=cmd_splits)
 
-    try:
-        from .appg.cli import add_parser as add_pl
-        add_pl(sub)
-    except ImportError:
-        pass
-
-    for mod in ("predict", "bench", "sweep", "ssl", "vlm"):
+    for mod, fn in (("appg.cli", "add_parser"), ("predict", "add_parsers"), ("bench", "add_parsers"),
+                    ("sweep", "add_parsers"), ("ssl", "add_parsers"), ("vlm", "add_parsers")):
         try:
-            getattr(__import__(f"busnb.{mod}", fromlist=["add_parsers"]), "add_parsers")(sub)
-        except (ImportError, AttributeError):
-            pass
+            module = __import__(f"busnb.{mod}", fromlist=[fn])
+        except ImportError as e:  # the other commands still work; say which are missing and why
+            print(f"busnb: the commands of busnb.{mod} are unavailable ({e}). Fix: install the pinned stack "
+                  "(`make venv`, or pip install -r requirements.txt -c requirements.lock).", file=sys.stderr)
+            continue
+        getattr(module, fn)(sub)
 
     a = p.parse_args(argv)
     if a.debug:

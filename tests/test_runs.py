@@ -142,6 +142,21 @@ def test_cli_prints_one_line_errors(capsys, tmp_path):
         main(["--debug", "train", "--set", "epochs=abc"])
 
 
+def test_cli_says_which_commands_a_failed_import_removed(capsys, monkeypatch):
+    """A command module that cannot be imported is named on stderr with the fix; the other commands stay."""
+    import sys
+
+    from busnb.cli import main
+
+    monkeypatch.setitem(sys.modules, "busnb.bench", None)  # `import busnb.bench` now raises ImportError
+    with pytest.raises(SystemExit) as e:
+        main(["-h"])
+    assert e.value.code == 0
+    out, err = capsys.readouterr()
+    assert "commands of busnb.bench are unavailable" in err and "make venv" in err
+    assert "pretrain" in out and "predict" in out and "\n    bench" not in out
+
+
 def test_rng_state_roundtrip_accepts_old_format():
     from busnb.train import rng_state, set_rng_state
 
