@@ -8,14 +8,20 @@ from .rundir import PUBLISHED_STAGES
 
 
 def collect(run_dir: str | Path):
-    """One row per trained model found under ``run_dir`` (any depth)."""
+    """One row per trained model found under ``run_dir`` (any depth). A stage's score published beside the runs
+    (``_stages/<kind>-<key>/``) is left out when it is stale: no run found here names it in its ``stages`` while
+    some run names another stage of that kind. (A run retrained after a code change uses a new stage key and
+    leaves the old stage's score behind, which would otherwise count as a second seed.)"""
     import pandas as pd
 
-    rows = []
+    rows, used, published = [], set(), {}
     for p in sorted(Path(run_dir).rglob("metrics.json")):
         m = json.loads(p.read_text())
         if "test" not in m:
             continue
+        if PUBLISHED_STAGES in p.relative_to(Path(run_dir)).parts[:-2]:
+            published[len(rows)] = p.parent.name
+        used.update(f"{st['kind']}-{st['key']}" for st in m.get("stages") or [] if "kind" in st and "key" in st)
         variant = m.get("variant") or m["method"]
         pool = p.parent / "pool_report.json"  # busnb pool-report: the same report, recomputed after the run
         m = {**(json.loads(pool.read_text()) if pool.is_file() else {}), **m}
@@ -34,6 +40,9 @@ def collect(run_dir: str | Path):
                      "pl_oracle": sel.get("oracle", float("nan")), "multi": sel.get("multi", float("nan")),
                      "rho_map": conf.get("map", float("nan")), "rho_teacher": conf.get("teacher", float("nan")),
                      "val_empty_max": max_val_empty(p.parent / "history.json"), "path": str(p.parent)})
+    kinds = {u.rsplit("-", 1)[0] for u in used}  # a published stage is stale once a run uses another of its kind
+    rows = [r for i, r in enumerate(rows)
+            if i not in published or published[i] in used or published[i].rsplit("-", 1)[0] not in kinds]
     return pd.DataFrame(rows)
 
 

@@ -139,6 +139,25 @@ def test_folder_table_one_row_per_folder(tmp_path):
     assert "cps-separate" in out and "35.00 ± 7.07" in out
 
 
+def test_a_stage_score_left_behind_by_a_retrained_run_is_not_counted(tmp_path):
+    """A run retrained after a code change names a new stage key; the old stage's published score stays in the
+    folder but is stale, so it is no second seed of the stage's row. A stage no run names, in a folder where no run
+    names any stage of its kind, is kept."""
+    from busnb.results import collect
+
+    _write(tmp_path, "+static", 2.5, 0, 0.60)
+    run = tmp_path / "+static-busi-r2.5-s0" / "metrics.json"
+    run.write_text(json.dumps({**json.loads(run.read_text()), "stages": [{"kind": "static_teacher", "key": "new"}]}))
+    for key, dice in (("old", 0.50), ("new", 0.55)):
+        _write(tmp_path / "_stages", "appg_static_teacher", 2.5, 0, dice)
+        (tmp_path / "_stages" / "appg_static_teacher-busi-r2.5-s0").rename(tmp_path / "_stages" / f"static_teacher-{key}")
+    _write(tmp_path / "_stages", "bcp_pretrain", 2.5, 0, 0.40)
+    (tmp_path / "_stages" / "bcp_pretrain-busi-r2.5-s0").rename(tmp_path / "_stages" / "bcp_pretrain-k")
+    df = collect(tmp_path).set_index("method")
+    assert sorted(df.index) == ["+static", "appg_static_teacher", "bcp_pretrain"]
+    assert df.loc["appg_static_teacher", "dice"] == 0.55  # the stage the run uses, not the one left behind
+
+
 def test_write_results_and_summaries(tmp_path):
     import numpy as np
     import pandas as pd
