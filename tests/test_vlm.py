@@ -179,8 +179,14 @@ def test_mask_facts_and_vocabulary():
     assert (f.shape, f.row, f.col) == ("oval", "upper", "right")
     assert mask_facts(np.zeros((9, 9), bool)).empty
     s = Sample("x", Path("x.png"), (), "benign")
-    for t in describe(s, f) + describe(Sample("p", Path("p.png"), (), "lobulated")):
-        assert check_words(t["text"]) == [], t
+    texts = [t["text"] for t in describe(s, f) + describe(Sample("p", Path("p.png"), (), "oval"), f)]
+    for t in texts:
+        assert check_words(t) == [], t
+    assert "an oval benign breast lesion in the upper right part" in texts
+    assert "an oval dark oval lesion" not in " ".join(texts) and not any(" a oval" in f" {t}" for t in texts)
+    phantom = describe(Sample("p", Path("p.png"), (), "oval"), f)
+    assert len({t["text"] for t in phantom}) == len(phantom)  # the class sentence and the bank's are one sentence
+    assert {"text": "a dark oval lesion", "uses": ("class", "bank")} in phantom
     assert "benign" in VOCAB and "lobulated" in VOCAB
 
 

@@ -129,25 +129,34 @@ def class_phrase(cls: str) -> str:
     return "breast lesion"
 
 
+def _a(phrase: str) -> str:
+    """The phrase with its indefinite article: "an oval ...", "a dark ..."."""
+    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+
+
 def describe(sample, facts: MaskFacts | None = None) -> list[dict]:
     """Candidate sentences of one train-pool image, each ``{"text", "uses"}`` (``uses``: the sources of the
     module table). ``facts`` (from the image's mask) only for labeled images; without them the sentences use
     the class and the phrase bank only, and ``sample.masks`` is not read."""
     cp = class_phrase(sample.cls)
-    out = [{"text": f"a {cp}", "uses": ("class",)},
-           {"text": f"breast ultrasound image of a {cp}", "uses": ("class",)},
-           {"text": f"a {PAPER_PROMPTS[0]} lesion", "uses": ("bank",)},
-           {"text": f"a hypoechoic {cp}", "uses": ("class", "bank")}]
+    out = [{"text": _a(cp), "uses": ("class",)},
+           {"text": f"breast ultrasound image of {_a(cp)}", "uses": ("class",)},
+           {"text": _a(f"{PAPER_PROMPTS[0]} lesion"), "uses": ("bank",)},
+           {"text": _a(f"hypoechoic {cp}"), "uses": ("class", "bank")}]
     if facts is not None:
         if facts.empty:
             out.append({"text": "no visible lesion", "uses": ("mask",)})
         else:
             loc = f"in the {facts.row} {facts.col} part" if (facts.row, facts.col) != ("middle", "central") \
                 else "in the central part"
+            shaped = cp if facts.shape in cp.split() else f"{facts.shape} {cp}"  # the phantom's class is a shape
             out += [{"text": f"a {facts.size} dark {facts.shape} lesion {loc}", "uses": ("mask", "bank")},
                     {"text": f"a {facts.size} {cp} {loc}", "uses": ("class", "mask")},
-                    {"text": f"a {facts.shape} {cp} {loc}", "uses": ("class", "mask")}]
-    return out
+                    {"text": f"{_a(shaped)} {loc}", "uses": ("class", "mask")}]
+    merged: dict[str, tuple] = {}  # one sentence once (on the phantom the class word is the bank's shape word)
+    for t in out:
+        merged[t["text"]] = tuple(dict.fromkeys(merged.get(t["text"], ()) + tuple(t["uses"])))
+    return [{"text": k, "uses": v} for k, v in merged.items()]
 
 
 def pool_texts(labeled, unlabeled, read_mask=None) -> dict[str, list[dict]]:
