@@ -12,6 +12,8 @@ imports the experiment. Each stage kind is one function here:
   selected on validation Dice; also scored alone on test (``bcp_pretrain``).
 * ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
   texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks).
+* ``appg_masks`` - the APPG pseudo-labels of the unlabeled pool at the profile's size (nothing trained):
+  ``dusss``'s phrase-conditioned map with ``refine_map="appg"``.
 * ``label_rate`` - the labeled train masks' foreground base rate pi (share of lesion pixels at the profile's
   image size; :func:`busnb.data.tensors.foreground_rate`): DuSSS's fusion prior and alignment target. Nothing
   is trained; its ``best.pt`` holds ``{"pi": tensor}``.
@@ -128,21 +130,47 @@ def most_confident(samples: list, labels, frac: float) -> list:
     return [s for s in samples if s.id in keep]
 
 
+def _appg_labels(sp: dict, ctx: StageContext):
+    """APPG pseudo-labels of the unlabeled pool (``busnb.appg.pipeline``, cached there) for the stage parameters
+    ``sp`` (``prompt``, ``min_fg``, ``backend``, ``kwargs``); ``BUSNB_APPG_WORKERS`` processes for the CPU backend."""
+    import os
+
+    from .appg.pipeline import PseudoLabelConfig, backend_from_name, dataset_cache_id, generate
+
+    p = ctx.parts
+    cfg = PseudoLabelConfig(**({"prompt": sp["prompt"]} if sp.get("prompt") else {}), min_fg=sp.get("min_fg", 0.01))
+    backend = backend_from_name(sp.get("backend", "appearance"), **sp.get("kwargs", {}))
+    data_id = dataset_cache_id(p["split_name"], fingerprint=p["fingerprint"])
+    workers = int(os.environ.get("BUSNB_APPG_WORKERS", "1")) if backend.name == "appearance" else 1
+    return generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress, workers=workers)
+
+
+def appg_masks(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
+    """The APPG pseudo-labels of the unlabeled pool at the profile's size, in the pool's order, those the area
+    filter drops left empty: the phrase-conditioned map of ``dusss``'s ``refine_map="appg"``. Nothing is
+    trained; its ``best.pt`` holds ``{"masks": uint8 (N,1,S,S), "ids": [...]}``."""
+    import numpy as np
+
+    from .atomic import torch_save
+    from .data.tensors import SegArrays
+
+    pool = ctx.parts["unlabeled"]
+    labels = _appg_labels(spec.params, ctx)
+    kept = set(labels.kept_ids())
+    targets = {s.id: labels.mask(s.id) if s.id in kept else np.zeros_like(labels.mask(s.id), bool) for s in pool}
+    masks = SegArrays(pool, ctx.profile.image_size, targets=targets, progress=ctx.progress).masks
+    torch_save({"net": {"masks": masks.to(torch.uint8), "ids": [s.id for s in pool]}}, out / "best.pt")
+    return {"n_images": len(pool), "n_kept": sum(s.id in kept for s in pool), "pseudo_cache": str(labels.folder)}
+
+
 def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """T^A: U-Net on labeled + kept APPG pseudo-labels of the unlabeled pool (batch = labeled + unlabeled
     batch of the main stage, same number of steps), selected on validation Dice, scored alone on test."""
-    from .appg.pipeline import PseudoLabelConfig, backend_from_name, dataset_cache_id, generate
     from .data.tensors import SegArrays
     from .methods.base import Supervised
 
     p, prof, sp = ctx.parts, ctx.profile, spec.params
-    cfg = PseudoLabelConfig(**({"prompt": sp["prompt"]} if sp.get("prompt") else {}), min_fg=sp.get("min_fg", 0.01))
-    backend = backend_from_name(sp.get("backend", "appearance"), **sp.get("kwargs", {}))
-    data_id = dataset_cache_id(p["split_name"], fingerprint=p["fingerprint"])
-    import os
-
-    workers = int(os.environ.get("BUSNB_APPG_WORKERS", "1")) if backend.name == "appearance" else 1
-    labels = generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress, workers=workers)
+    labels = _appg_labels(sp, ctx)
     kept = set(labels.kept_ids())
     pseudo = [s for s in p["unlabeled"] if s.id in kept]
     if sp.get("keep_top", 1.0) < 1.0:
@@ -197,3 +225,4 @@ def label_rate(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
 
 STAGES = {"static_teacher": static_teacher, "bcp_pretrain": bcp_pretrain, "label_rate": label_rate}
 STAGES["vlm_pretrain"] = vlm_pretrain
+STAGES["appg_masks"] = appg_masks

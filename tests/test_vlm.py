@@ -270,6 +270,59 @@ def test_text_selection_keeps_the_candidate_the_map_supports():
     assert torch.equal(select_by_text(d, m), d)
 
 
+def test_overlap_selection_keeps_the_candidates_the_map_touches():
+    """fusion='overlap': the teacher's candidates that share a pixel with the map's foreground keep their
+    probabilities, the others become background; an image whose candidates the map touches nowhere keeps all."""
+    from busnb.methods.dusss import keep_overlapping
+
+    p = torch.full((2, 1, 8, 8), 0.2)
+    for i in range(2):
+        p[i, 0, 0:2, 0:2] = 0.9   # candidate A
+        p[i, 0, 4:7, 4:7] = 0.8   # candidate B
+        p[i, 0, 0:2, 5:7] = 0.7   # candidate C
+    m = torch.zeros_like(p)
+    m[0, 0, 1, 1] = 1.0           # touches A by one pixel
+    m[0, 0, 6:8, 6:8] = 1.0       # and B at its corner
+    m[1, 0, 3, 0] = 1.0           # image 1: touches no candidate
+    y = keep_overlapping(p, m)
+    assert torch.equal(y[0, 0, 0:2, 0:2], p[0, 0, 0:2, 0:2]) and torch.equal(y[0, 0, 4:7, 4:7], p[0, 0, 4:7, 4:7])
+    assert (y[0, 0, 0:2, 5:7] == 0).all() and torch.equal(y[1], p[1])
+    assert torch.equal(y[0, 0, 7], p[0, 0, 7])  # background pixels are left as the teacher has them
+
+
+def test_dusss_appg_refines_with_the_pool_masks_of_its_stage(tmp_path, one_thread):
+    """refine_map='appg' (variant dusss-appg): the appg_masks stage stores the APPG pseudo-labels of the unlabeled
+    pool at the profile's size, in the pool's order; the method looks them up by batch index, needs no VLM, and its
+    run reports teacher vs refined pseudo-labels. Other arrays than the pool are refused, and so are bad options."""
+    from busnb.config import get_profile
+    from busnb.experiment import prepare, run_experiment
+    from busnb.methods import build_method
+    from busnb.methods.dusss import pool_batches
+
+    prof = get_profile("smoke", epochs=1, steps_per_epoch=2)
+    parts = prepare(prof, progress=False)
+    r = run_experiment(prof, "dusss-appg", out_dir=tmp_path / "appg", progress=False, parts=parts)
+    rate, st = r["stages"]
+    assert rate["kind"] == "label_rate" and st["kind"] == "appg_masks"
+    assert st["n_images"] == len(parts["unlabeled"]) and 0 < st["n_kept"] <= st["n_images"]
+    state = torch.load(Path(st["dir"]) / "best.pt", weights_only=False)["net"]
+    assert state["ids"] == [s.id for s in parts["unlabeled"]]
+    assert state["masks"].shape == (len(parts["unlabeled"]), 1, prof.image_size, prof.image_size)
+    d = r["pseudo_label_dice"]
+    assert d["n"] == len(parts["unlabeled"]) and 0 <= d["refined"] <= 1 and "map_auc" in r
+    m = build_method("dusss-appg", TINY)
+    assert m.vlm is None and [s.kind for s in m.stages()] == ["label_rate", "appg_masks"]
+    m.attach("appg_masks", {"masks": torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "ids": ["a", "b"]})
+    other = SegArrays.from_tensors(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, 1, 8, 8, dtype=torch.bool),
+                                   samples=[Sample("b", Path("b.png"), (), "x"), Sample("a", Path("a.png"), (), "x")])
+    with pytest.raises(ValueError, match="not the unlabeled pool"):
+        next(pool_batches(m, other))
+    with pytest.raises(ValueError, match="refine_map"):
+        build_method("dusss", TINY, refine_map="clip")
+    with pytest.raises(ValueError, match="binary mask"):
+        build_method("dusss", TINY, refine_map="appg", fusion="log_odds")
+
+
 def test_base_rate_controller_pulls_a_shrunken_teacher_to_the_labeled_rate():
     """A teacher whose masks hold 3 % foreground, against 13 % in the labeled masks: the controller's shift
     lifts its pseudo-labels to the labeled rate; one already at the labeled rate is left alone."""

@@ -134,6 +134,22 @@ def select_by_text(p_teacher: torch.Tensor, m: torch.Tensor, threshold: float = 
     return p_teacher.masked_fill(fg & ~keep, 0.0)
 
 
+def keep_overlapping(p_teacher: torch.Tensor, m: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Overlap selection (``fusion="overlap"``): per image, the connected components of {p_teacher > threshold}
+    that share a pixel with {m > threshold} keep the teacher's probabilities, the others are set to 0; an image
+    where no component touches the map keeps them all (the map missed, not the teacher). Nothing is added, so
+    targets are never larger than the teacher's. On the host (:func:`busnb.methods.classic.components`)."""
+    fg = p_teacher > threshold
+    guide = (m > threshold).detach().to("cpu").numpy()
+    drop = np.zeros(tuple(fg.shape), bool)
+    for i, lab, n in components(fg):
+        if n > 1:
+            touched = np.unique(lab[guide[i, 0] & (lab > 0)])
+            if touched.size:
+                drop[i, 0] = (lab > 0) & ~np.isin(lab, touched)
+    return p_teacher.masked_fill(torch.from_numpy(drop).to(p_teacher.device), 0.0)
+
+
 def label_confidence(p_teacher: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """c_i (shape (B,)): the mean of the teacher's probability over the foreground (y > threshold) of each image's
     label, 0 for an empty label (module docstring, ``conf_weight``)."""
@@ -173,12 +189,18 @@ class DuSSS(Method):
                  refine_weight: float = 1.0, fusion: str = "select", text: str = "scratch",
                  vlm_epochs: int | None = None,
                  phrases: tuple | list | None = None, target: str = "soft", align: bool = False,
-                 align_gain: float = 0.02, vlm_depth: int | None = None, conf_weight: bool = False):
+                 align_gain: float = 0.02, vlm_depth: int | None = None, conf_weight: bool = False,
+                 refine_map: str = "vlm"):
         super().__init__(make_net)
         if target not in ("soft", "hard"):
             raise ValueError(f"dusss: target must be 'soft' or 'hard', got {target!r}")
-        if fusion not in ("select", "log_odds"):
-            raise ValueError(f"dusss: fusion must be 'select' or 'log_odds', got {fusion!r}")
+        if fusion not in ("select", "log_odds", "overlap"):
+            raise ValueError(f"dusss: fusion must be 'select', 'log_odds' or 'overlap', got {fusion!r}")
+        if refine_map not in ("vlm", "appg"):
+            raise ValueError(f"dusss: refine_map must be 'vlm' (the pretrained VLM's text map) or 'appg' (the APPG "
+                             f"pseudo-labels of the phrases), got {refine_map!r}")
+        if refine_map == "appg" and fusion == "log_odds":
+            raise ValueError("dusss: refine_map='appg' is a binary mask; use fusion 'overlap' or 'select'")
         from ..vlm.texts import LESION_PHRASES
 
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
@@ -186,16 +208,17 @@ class DuSSS(Method):
                          rampup_steps=rampup_steps, noise=noise, refine_weight=refine_weight, fusion=fusion, text=text,
                          vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES), grounding=grounding,
                          target=target, align=align, align_gain=align_gain, conf_weight=bool(conf_weight),
-                         vlm_depth=vlm_depth or getattr(self.student, "depth", 5))
+                         vlm_depth=vlm_depth or getattr(self.student, "depth", 5), refine_map=refine_map)
         # pi (the label_rate stage; NaN until attached) and the alignment's log-odds shift b: buffers, so they
         # move with the method's device and resume with the checkpoint (capturable: no host sync, no branches)
         self.register_buffer("pi", torch.full((), float("nan")))
         self.register_buffer("align_bias", torch.zeros(()))
         self._pi_attached = False
         self.vlm = None
-        if text_refine and fusion == "select":
+        self._appg = None  # (masks uint8 (N,1,S,S), ids) of the unlabeled pool, from the appg_masks stage
+        if text_refine and fusion in ("select", "overlap"):
             self.capturable = False  # connected components on the host
-        if text_refine:
+        if text_refine and refine_map == "vlm":
             from ..vlm.model import VLM
 
             self.vlm = VLM.from_params(self.stage_params()).requires_grad_(False)
@@ -214,8 +237,14 @@ class DuSSS(Method):
 
         specs = [StageSpec("label_rate")]
         if self.opts["text_refine"]:
-            specs.append(StageSpec("vlm_pretrain", self.stage_params()))
+            specs.append(StageSpec("vlm_pretrain", self.stage_params()) if self.vlm is not None
+                         else StageSpec("appg_masks"))
         return specs
+
+    @property
+    def has_map(self) -> bool:
+        """Whether pseudo-labels are refined by a map: the VLM's text map or the APPG masks."""
+        return self.opts["text_refine"]
 
     def attach(self, kind, state):
         """pi from the ``label_rate`` stage; the pretrained VLM (frozen) and the embeddings of the lesion phrases
@@ -224,6 +253,9 @@ class DuSSS(Method):
         if kind == "label_rate":
             self.pi.fill_(float(state["pi"]))
             self._pi_attached = True
+            return None
+        if kind == "appg_masks" and self.opts["refine_map"] == "appg":
+            self._appg = (state["masks"], list(state["ids"]))
             return None
         if kind != "vlm_pretrain" or self.vlm is None:
             return super().attach(kind, state)
@@ -263,18 +295,31 @@ class DuSSS(Method):
             frac = (y_target > 0.5).float().mean()
             self.align_bias.copy_(align_update(self.align_bias, self.base_rate(), frac, self.opts["align_gain"]))
 
+    def appg_map(self, index: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The APPG masks (float, on ``like``'s device) of the unlabeled-pool images at positions ``index``."""
+        if self._appg is None:
+            raise RuntimeError("dusss: refine_map='appg' needs its appg_masks stage, which was not attached. Fix: "
+                               "train through `busnb train` / run_experiment (they run the stage).")
+        if index is None:
+            raise ValueError("dusss: refine_map='appg' looks the masks up by pool index: pass the batch's 'index'")
+        return self._appg[0][torch.as_tensor(index).cpu()].to(like.device, torch.float32)
+
     @torch.no_grad()
-    def pseudo_labels(self, x_u: torch.Tensor, refine: bool | None = None) -> dict:
+    def pseudo_labels(self, x_u: torch.Tensor, refine: bool | None = None, index: torch.Tensor | None = None) -> dict:
         """{"teacher": p_T, "aligned": p_A, "map": m (None without refinement), "refined": y_r} for images
-        ``x_u``; p_A = :func:`align_base_rate` of p_T (p_T itself with ``align`` off)."""
+        ``x_u`` (``index``: their positions in the unlabeled pool, for ``refine_map="appg"``); p_A =
+        :func:`align_base_rate` of p_T (p_T itself with ``align`` off)."""
         p_t = torch.sigmoid(self.teacher(x_u).float())
         p_a = align_base_rate(p_t, self.align_bias) if self.opts["align"] else p_t
         refine = self.opts["text_refine"] if refine is None else refine
-        if not refine or self.vlm is None:
+        if not refine or not self.has_map:
             return {"teacher": p_t, "aligned": p_a, "map": None, "refined": p_a}
-        m = self.vlm.map_prob(x_u, self.phrase_g).float()
+        m = (self.appg_map(index, x_u) if self.opts["refine_map"] == "appg"
+             else self.vlm.map_prob(x_u, self.phrase_g).float())
         if self.opts["fusion"] == "select":
             y = select_by_text(p_a, m)
+        elif self.opts["fusion"] == "overlap":
+            y = keep_overlapping(p_a, m)
         else:
             y = fuse_log_odds(p_a, m, self.base_rate(), self.opts["refine_weight"])
         return {"teacher": p_t, "aligned": p_a, "map": m, "refined": y}
@@ -283,7 +328,7 @@ class DuSSS(Method):
         o = self.opts
         x_u = batch_u["image"]
         ls = self.supervised(batch_l)
-        pl = self.pseudo_labels(x_u)
+        pl = self.pseudo_labels(x_u, index=batch_u.get("index"))
         self.align_step(pl["refined"])
         y = pl["refined"]
         if o["target"] == "hard":
@@ -320,6 +365,7 @@ ABLATION_DUSSS = {
     "dusss-align": ("dusss", {"align": True}),
     "dusss-student_noise": ("dusss", {"noise": 0.05}),
     "dusss-conf_weight": ("dusss", {"conf_weight": True}),
+    "dusss-appg": ("dusss", {"refine_map": "appg", "fusion": "overlap"}),
 }
 
 
@@ -332,9 +378,14 @@ def pool_batches(method: DuSSS, arrays, batch: int = 16):
     was = method.training
     method.eval()
     try:
+        if method.opts["refine_map"] == "appg" and method._appg is not None:
+            ids = [s.id for s in arrays.samples]
+            if ids != method._appg[1]:
+                raise ValueError("dusss: these arrays are not the unlabeled pool whose APPG masks the method holds "
+                                 "(refine_map='appg' looks masks up by position). Fix: pass the run's unlabeled pool.")
         for i in range(0, len(arrays), batch):
             b = arrays.batch(torch.arange(i, min(i + batch, len(arrays))))
-            yield b, method.pseudo_labels(b["image"].to(dev), refine=True)
+            yield b, method.pseudo_labels(b["image"].to(dev), refine=True, index=b["index"])
     finally:
         method.train(was)
 
@@ -371,8 +422,8 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     from ..metrics import pixel_auc, soft_dice_batch
 
     d = {"teacher": [], **({"aligned": []} if method.opts["align"] else {}),
-         **({"refined": []} if method.vlm is not None else {})}
-    auc = auc and method.vlm is not None
+         **({"refined": []} if method.has_map else {})}
+    auc = auc and method.has_map
     stride = max(1, math.ceil(len(arrays) * int(np.prod(arrays.masks.shape[1:])) / max_pixels))
     px = {"teacher": [], "map": [], "refined": [], "mask": []}
     flips = {"changed": 0, "right": 0, "pixels": 0, "dice": []}  # counts stay on the device until the end
@@ -453,8 +504,8 @@ def top_area(score: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 def refined_images(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5) -> list[int]:
     """Indices of the images of ``arrays`` whose thresholded pseudo-label the text refinement changes (the
     images worth looking at in ``07_vision_language``); no masks are read."""
-    if method.vlm is None:
-        raise ValueError("refined_images: this dusss has no text map (text_refine=False)")
+    if not method.has_map:
+        raise ValueError("refined_images: this dusss has no map (text_refine=False)")
     diff = [((pl["aligned"] > threshold) != (pl["refined"] > threshold)).flatten(1).any(1)
             for _, pl in pool_batches(method, arrays, batch)]
     return torch.nonzero(torch.cat(diff)).flatten().tolist() if diff else []
@@ -466,7 +517,7 @@ def pseudo_label_dice(method: DuSSS, arrays, batch: int = 16, threshold: float =
 
 
 def map_auc(method: DuSSS, arrays, batch: int = 16, max_pixels: int = 2_000_000) -> dict:
-    """The ``map_auc`` part of :func:`pool_report` (a method with a VLM only)."""
-    if method.vlm is None:
-        raise ValueError("map_auc: this dusss has no text map (text_refine=False)")
+    """The ``map_auc`` part of :func:`pool_report` (a method with a map only)."""
+    if not method.has_map:
+        raise ValueError("map_auc: this dusss has no map (text_refine=False)")
     return pool_report(method, arrays, batch, max_pixels=max_pixels)["map_auc"]

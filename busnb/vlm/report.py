@@ -31,7 +31,7 @@ def run_pool_report(run_dir: str | Path, root=None, progress: bool = False) -> d
         raise ValueError(f"{run_dir}: a {variant!r} run; pool-report scores the text refinement of dusss runs only")
     prof = profile_from_dict(ident["profile"])
     method = load_trained(run_dir, prof, variant, ident["method_kwargs"])
-    if method.vlm is None:
+    if not method.has_map:
         raise ValueError(f"{run_dir}: this dusss run has no text map (text_refine=False): nothing to report")
     parts = prepare(prof, ident["dataset"], ident["ratio"], ident["seed"], root or info.get("root"),
                     validate=False)
