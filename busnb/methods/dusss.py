@@ -57,7 +57,8 @@ few epochs) and the student follows. Measured (``results/cpu-2026-11-23``, BUSI 
 ``target``: "soft" (default) learns y_r itself, "hard" its 0.5 threshold.
 
 **Fusion** (``fusion``). The release forms sigmoid(p_T + map) with p_T and map in [0, 1], which confines every
-target to [0.5, 0.88] (background can never be learned as background). Two sound fusions are here:
+target to [0.5, 0.88] (background can never be learned as background). Two sound fusions are here, and a
+third for a binary map (``"overlap"``, see *The APPG masks as the map* below):
 
 * ``"select"`` (default since the 2026-11-25 session): **text-guided lesion selection**. The map decides *which*
   of the teacher's lesion candidates is the lesion, not where its border runs: of the connected components of
@@ -80,6 +81,18 @@ target to [0.5, 0.88] (background can never be learned as background). Two sound
   higher with log-odds (0.637 / 0.625 / 0.682 against 0.628 / 0.621 / 0.674); the selection stays the default for
   its flips, which the map gets right.
 
+**The APPG masks as the map** (``refine_map="appg"``, variant ``dusss-appg`` with ``fusion="overlap"``; an addition
+to DuSSS). m is the APPG pseudo-label of each unlabeled image (the paper's three phrases through the weight-free
+``appearance`` backend, area filter as the static teacher's; the ``appg_masks`` stage, :func:`busnb.stages.appg_masks`,
+in the pool's order, looked up by the batch's ``index``): a phrase-conditioned map that comes from the image alone, not
+from the labeled masks the student also learns from, which is what limits the VLM's map (README, *DuSSS*).
+``fusion="overlap"`` (:func:`keep_overlapping`) keeps every candidate of {p_A > 0.5} that the map touches and drops the
+others, or keeps all when the map touches none. Why: on the final teachers of three BUSI 10 % Mean Teacher runs
+(``mean_teacher-joint_bn``, 64 px, split seeds 0-2) this rule raised the pool pseudo-labels' Dice by 0.8 / 0.9 / 2.5
+points (0.576 / 0.603 / 0.617 to 0.584 / 0.611 / 0.642), keeping the single most-overlapped candidate by -0.4 / +0.5
+/ +1.5, the largest candidate by -1.5 / -1.2 / -0.4 (an offline check with the pool masks, reporting only; the rule
+was then fixed before any ``dusss-appg`` run).
+
 **Per-image confidence weights** (``conf_weight``; off by default, an addition to DuSSS, variant
 ``dusss-conf_weight``): L_u = sum_i c_i l_i / sum_i c_i over the unlabeled batch (:func:`confidence_weighted`),
 l_i the BCE + Dice of image i, c_i = the teacher's mean probability over the foreground of the label y_r it learns,
@@ -88,7 +101,7 @@ the pseudo-labels' Dice at Spearman 0.62-0.84, the text map's mean over the labe
 ``pool_report``'s ``confidence``). An empty label gets no weight: every image of a lesion dataset holds a lesion
 (BUSI's normal class is not loaded), so "nothing here" from the teacher is a miss, not a label.
 
-Switches: ``fusion`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity
+Switches: ``fusion`` (above), ``refine_map`` (above), ``dcl`` / ``sss`` (the pretraining's Dual Contrastive Learning and Semantic Similarity
 Supervision, passed to the stage), ``grounding`` (the pretraining's dense phrase grounding on the labeled train
 masks, :func:`busnb.vlm.losses.grounding_loss`: an addition to DuSSS, see there) and ``text_refine`` (off: y_r =
 p_T, no VLM and no stage: a mean teacher with a BCE + Dice consistency). ``vlm_depth``: the stages of the VLM's
@@ -96,7 +109,7 @@ ResNet image encoder (None: the student U-Net's, i.e. the profile's ``encoder_de
 profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``, ``dusss-no_sss``, ``dusss-log_odds``,
 ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the alignment on; ``dusss-student_noise``
 perturbs the student's unlabeled input (the former default); ``dusss-conf_weight`` weights each unlabeled image by
-the teacher's confidence in its label.
+the teacher's confidence in its label; ``dusss-appg`` refines with the APPG masks instead of the VLM's map.
 
 After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
 pool scored against that pool's masks, unrefined and refined (:func:`pseudo_label_dice`; reporting only).
