@@ -26,7 +26,7 @@ def test_zero_one_folder_dataset_validates_and_trains_on_lesions(tmp_path, capsy
     r = validate_dataset(samples)
     assert r.mask_kinds == {"two-valued": 4} and r.empty == [] and not r.cached
     assert load_pair(samples[0])[1].sum() == 60
-    assert "4 images, 4 mask files (4 two-valued)" in capsys.readouterr().out
+    assert "4 images, 4 mask files (4 two-valued;" in capsys.readouterr().out
 
 
 def test_all_empty_masks_is_an_error(tmp_path):
@@ -79,7 +79,7 @@ def test_report_cached_by_content_fingerprint(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(V, "read_image", no_reading)
     again = validate_dataset(load_folder(root))
     assert again.cached and again.content == first.content and again.empty == ["b"]
-    assert "validated (cached)" in capsys.readouterr().out
+    assert "dataset checked (cached)" in capsys.readouterr().out
     monkeypatch.undo()
     write_png(root / "masks" / "b.png", _blob(1))  # the copy changes: validated again
     third = validate_dataset(load_folder(root))

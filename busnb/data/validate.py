@@ -54,8 +54,8 @@ class ValidationReport:
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{v} {k}" for k, v in sorted(self.mask_kinds.items()))
-        out = [f"validated{' (cached)' if self.cached else ''} {self.content}: {self.n_images} images, "
-               f"{self.n_mask_files} mask files ({kinds})"]
+        out = [f"dataset checked{' (cached)' if self.cached else ''}, content {self.content}: {self.n_images} images, "
+               f"{self.n_mask_files} mask files ({kinds}; how each was read: busnb.data.validate)"]
         if self.empty:
             out.append(f"  {len(self.empty)} image(s) with an empty mask, kept as lesion-free images: "
                        f"{examples(self.empty)}")
