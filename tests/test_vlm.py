@@ -479,6 +479,13 @@ def test_dusss_run_reports_pseudo_label_dice_of_the_unlabeled_pool(tmp_path, one
     assert 0 < rate["pi"] < 1 and st["calibration"]["pi"] == pytest.approx(rate["pi"], abs=1e-7)
     # the selection's ceiling (best single candidate) is in metrics.json, and it can only be above the selection
     assert r["selection"]["oracle"] >= d["refined"] - 1e-6 and 0 <= r["selection"]["multi"] <= 1
+    from busnb.methods.dusss import describe_pool  # the sentences busnb pool-report and 07 print
+
+    lines = describe_pool(r)
+    assert len(lines) == 4 and f"teacher {d['teacher']:.3f}" in lines[0] and f"refined {d['refined']:.3f}" in lines[0]
+    assert f"{r['selection']['oracle']:.3f}" in lines[2]
+    assert describe_pool({"pseudo_label_dice": {"n": 3, "teacher": 0.5}}) == [
+        "pseudo-label Dice on the 3 unlabeled images: teacher 0.500"]  # an older run: what it has, no error
     # busnb pool-report scores the same final teacher again, into pool_report.json beside metrics.json
     from busnb.cli import main
 

@@ -486,6 +486,26 @@ def pool_report(method: DuSSS, arrays, batch: int = 16, threshold: float = 0.5, 
     return out
 
 
+def describe_pool(rep: dict) -> list[str]:
+    """:func:`pool_report`'s numbers (as in a run's ``metrics.json`` or ``pool_report.json``) as sentences, for
+    ``busnb pool-report`` and ``07_vision_language``; parts a report lacks (older runs, no map) are left out."""
+    q = rep["pseudo_label_dice"]
+    aligned = f", base-rate aligned {q['aligned']:.3f}" if "aligned" in q else ""
+    refined = f", refined {q['refined']:.3f}" if "refined" in q else ""
+    out = [f"pseudo-label Dice on the {q['n']} unlabeled images: teacher {q['teacher']:.3f}{aligned}{refined}"]
+    auc, sel, conf = rep.get("map_auc"), rep.get("selection"), rep.get("confidence")
+    if auc:
+        out.append(f"pixel ROC AUC on the same images: teacher {auc['teacher']:.3f}, map {auc['map']:.3f}, "
+                   f"refined {auc['refined']:.3f}")
+    if sel:
+        out.append(f"best single candidate per image (a perfect map's choice): {sel['oracle']:.3f}; "
+                   f"{sel['multi']:.0%} of the images have several candidates")
+    if conf:
+        out.append(f"rank correlation with the labels' Dice: the map's mean over the label {conf['map']:.2f}, "
+                   f"the teacher's own mean probability {conf['teacher']:.2f} ({conf['n']} non-empty labels)")
+    return out
+
+
 def best_component(mask: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     """Per image, the connected component of the binary ``mask`` (B, 1, H, W) with the highest Dice against
     ``target`` (ties: the first found; no foreground: empty), as float masks, and the number of components per

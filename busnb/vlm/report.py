@@ -46,12 +46,11 @@ def run_pool_report(run_dir: str | Path, root=None, progress: bool = False) -> d
 
 
 def cmd_pool_report(a) -> int:
+    from ..methods.dusss import describe_pool
+
     for d in a.runs:
         r = run_pool_report(d, a.root, progress=True)
-        pl, sel, conf = r["pseudo_label_dice"], r["selection"], r["confidence"]
-        print(f"{d}: pool Dice teacher {pl['teacher']:.4f}, refined {pl['refined']:.4f}, best single candidate "
-              f"{sel['oracle']:.4f} ({sel['multi']:.0%} of {sel['n']} images have several); rank correlation with "
-              f"Dice: text map {conf['map']:.3f}, teacher {conf['teacher']:.3f}")
+        print(f"{d}:\n  " + "\n  ".join(describe_pool(r)))
     return 0
 
 
