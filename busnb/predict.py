@@ -375,6 +375,14 @@ def finished_runs(folder) -> list[Path]:
     return sorted(p.parent for p in Path(folder).glob("*/metrics.json") if (p.parent / "best.pt").is_file())
 
 
+def default_model(folder, prefer: str = "dual_teacher") -> Path | None:
+    """The run of ``folder`` that ``08_apply_model`` applies when it is given none: a finished run of the
+    method ``prefer`` (the repo's method, the run notebooks 03-06 share), else the first finished run by name,
+    else None (:func:`finished_runs`)."""
+    runs = finished_runs(folder)
+    return next((r for r in runs if r.name.startswith(f"{prefer}-")), runs[0] if runs else None)
+
+
 def write_format_examples(samples, folder) -> Path:
     """Copies of six samples' images in the formats users bring (8-bit PNG, 16-bit PNG, RGB JPEG, another size)
     plus a ``.DS_Store`` that predict must skip: the demo input of ``08_apply_model``."""

@@ -200,3 +200,20 @@ def test_older_run_without_run_json_loads_the_same_network(run, mixed_folder, tm
     for name in ("gray16", "colour"):
         assert (np.asarray(Image.open(tmp_path / "a" / "prob" / f"{name}.png"))
                 == np.asarray(Image.open(tmp_path / "b" / "prob" / f"{name}.png"))).all()
+
+
+def test_default_model_prefers_the_dual_teacher_run(tmp_path):
+    """08_apply_model's default: the folder's finished dual-teacher run, else its first finished run by name; a run
+    without best.pt is not finished; an empty folder gives None."""
+    from busnb.predict import default_model
+
+    assert default_model(tmp_path) is None
+    for name, done in (("supervised-busi-r2.5-s0", True), ("plus_static-busi-r2.5-s0", True),
+                       ("dual_teacher-busi-r2.5-s0", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text("{}")
+        if done:
+            (tmp_path / name / "best.pt").write_bytes(b"")
+    assert default_model(tmp_path).name == "plus_static-busi-r2.5-s0"  # the dual-teacher run is unfinished
+    (tmp_path / "dual_teacher-busi-r2.5-s0" / "best.pt").write_bytes(b"")
+    assert default_model(tmp_path).name == "dual_teacher-busi-r2.5-s0"
