@@ -91,13 +91,9 @@ class MeanTeacher(Method):
         o = self.opts
         x_u = batch_u["image"]
         x_s = x_u + input_noise(x_u, o["noise"]) if o["student_noise"] else x_u
-        if o["joint_bn"]:  # SSL4MIS: one student pass over labeled + unlabeled
-            x_l = batch_l["image"]
-            out = self.student(torch.cat([x_l, x_s]))
-            ls, p_s = bce_dice(out[:len(x_l)], batch_l["mask"]), torch.sigmoid(out[len(x_l):].float())
-        else:
-            ls = self.supervised(batch_l)
-            p_s = torch.sigmoid(self.student(x_s).float())
+        n = len(batch_l["image"])  # joint_bn: one student pass over labeled + unlabeled (SSL4MIS), else two
+        out = forward_joint(self.student, torch.cat([batch_l["image"], x_s]), n, o["joint_bn"])
+        ls, p_s = bce_dice(out[:n], batch_l["mask"]), torch.sigmoid(out[n:].float())
         with torch.no_grad():
             p_t = torch.sigmoid(self.teacher(x_u + input_noise(x_u, o["noise"])).float())
         lu = F.mse_loss(p_s, p_t)
