@@ -387,7 +387,7 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
                                        "dusss-no_text_refine", "dusss-log_odds", "dusss-align",
-                                       "dusss-student_noise", "dusss-conf_weight")
+                                       "dusss-student_noise", "dusss-conf_weight", "dusss-appg")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
@@ -524,14 +524,18 @@ def test_top_area_marks_exactly_n_pixels_per_image_highest_first():
 class FixedLabels(torch.nn.Module):
     """Stands in for a dusss method in pool_report / refined_images: ``pseudo_labels`` returns ``labels(x)`` for
     a batch x, with a teacher to find the device on and, unless ``vlm=False``, a text map."""
-    opts = {"align": False}
+    opts = {"align": False, "refine_map": "vlm"}
 
     def __init__(self, labels, vlm: bool = True):
         super().__init__()
         self.labels = labels
         self.teacher, self.vlm = torch.nn.Linear(1, 1), (torch.nn.Identity() if vlm else None)
 
-    def pseudo_labels(self, x, refine=True):
+    @property
+    def has_map(self):
+        return self.vlm is not None
+
+    def pseudo_labels(self, x, refine=True, index=None):
         return self.labels(x)
 
 
@@ -641,5 +645,5 @@ def test_refined_images_lists_the_images_whose_label_the_refinement_changes():
     arrays = SegArrays.from_tensors(torch.tensor([9, 8, 2], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 2),
                                     torch.zeros(3, 1, 2, 2, dtype=torch.bool))
     assert refined_images(FixedLabels(labels), arrays, batch=2) == [1, 2]
-    with pytest.raises(ValueError, match="no text map"):
+    with pytest.raises(ValueError, match="no map"):
         refined_images(FixedLabels(labels, vlm=False), arrays)
