@@ -21,7 +21,8 @@ def show_volume_slices(volume: np.ndarray, mask: np.ndarray | None = None, pred:
 
     slices = slices if slices is not None else lesion_slices(mask if mask is not None else volume > 0, n, axis)
     rows = 2 if prob is not None else 1
-    fig, axes = plt.subplots(rows, len(slices), figsize=(size * len(slices), size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(slices), figsize=(size * len(slices) + (0.6 if prob is not None else 0),
+                                                         size * rows), squeeze=False, layout="constrained")
     take = lambda a, i: np.take(a, i, axis=axis)  # noqa: E731
     for c, i in enumerate(slices):
         ax = axes[0, c]
@@ -33,8 +34,9 @@ def show_volume_slices(volume: np.ndarray, mask: np.ndarray | None = None, pred:
         ax.set_title(f"slice {i} (axis {axis})", fontsize=8)
         ax.axis("off")
         if prob is not None:
-            axes[1, c].imshow(take(prob, i), cmap="viridis", vmin=0, vmax=1)
+            im = axes[1, c].imshow(take(prob, i), cmap="viridis", vmin=0, vmax=1)
             axes[1, c].set_title("P(lesion)", fontsize=8)
             axes[1, c].axis("off")
-    fig.tight_layout()
+    if prob is not None:  # one scale for the whole row
+        fig.colorbar(im, ax=list(axes[1]), fraction=0.03, pad=0.02, label="P(lesion)")
     return fig
