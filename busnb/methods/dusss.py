@@ -312,13 +312,18 @@ class DuSSS(Method):
             self.align_bias.copy_(align_update(self.align_bias, self.base_rate(), frac, self.opts["align_gain"]))
 
     def appg_map(self, index: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """The APPG masks (float, on ``like``'s device) of the unlabeled-pool images at positions ``index``."""
+        """The APPG masks (float, on ``like``'s device) of the unlabeled-pool images at positions ``index``. The
+        pool's masks move to that device once, so a step indexes them there (no per-step copy or sync)."""
         if self._appg is None:
             raise RuntimeError("dusss: refine_map='appg' needs its appg_masks stage, which was not attached. Fix: "
                                "train through `busnb train` / run_experiment (they run the stage).")
         if index is None:
             raise ValueError("dusss: refine_map='appg' looks the masks up by pool index: pass the batch's 'index'")
-        return self._appg[0][torch.as_tensor(index).cpu()].to(like.device, torch.float32)
+        masks, ids = self._appg
+        if masks.device != like.device:
+            masks = masks.to(like.device)
+            self._appg = (masks, ids)
+        return masks[torch.as_tensor(index, device=like.device)].float()
 
     @torch.no_grad()
     def pseudo_labels(self, x_u: torch.Tensor, refine: bool | None = None, index: torch.Tensor | None = None) -> dict:
