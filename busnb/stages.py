@@ -11,7 +11,8 @@ imports the experiment. Each stage kind is one function here:
 * ``bcp_pretrain`` - BCP's pre-training (Bai et al. 2023): supervised with copy-paste among labeled images,
   selected on validation Dice; also scored alone on test (``bcp_pretrain``).
 * ``vlm_pretrain`` - DuSSS's vision-language model (DCL + SSS, ``busnb.vlm``) on the train pool's images and
-  texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks).
+  texts; its ``best.pt`` holds the VLM state (last epoch, activation map calibrated on labeled masks). With
+  ``pool_grounding="appg"`` it also grounds its phrases on the unlabeled pool's APPG pseudo-labels.
 * ``appg_masks`` - the APPG pseudo-labels of the unlabeled pool at the profile's size (nothing trained):
   ``dusss``'s phrase-conditioned map with ``refine_map="appg"``.
 * ``label_rate`` - the labeled train masks' foreground base rate pi (share of lesion pixels at the profile's
@@ -204,11 +205,23 @@ def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
 
 def vlm_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """DuSSS step 1: the vision-language model (DCL + SSS) pretrained on the train pool's images and texts
-    (``busnb.vlm.pretrain``); ``best.pt`` holds its last epoch (no selection)."""
+    (``busnb.vlm.pretrain``); ``best.pt`` holds its last epoch (no selection). With ``pool_grounding="appg"``
+    the unlabeled pool's APPG pseudo-labels (default phrases and backend, those the area filter keeps; the same
+    call as ``static_teacher``'s) are made here and grounded too."""
     from .vlm.pretrain import pretrain_vlm
 
-    return pretrain_vlm(spec.params, ctx.parts, ctx.profile, out, progress=ctx.progress,
-                        device=ctx.train_kwargs.get("device", "auto"))
+    pseudo = None
+    if spec.params.get("pool_grounding", "none") == "appg":
+        from .data.tensors import SegArrays
+
+        labels = _appg_labels({}, ctx)
+        kept = set(labels.kept_ids())
+        pool = [s for s in ctx.parts["unlabeled"] if s.id in kept]
+        pseudo = SegArrays(pool, ctx.profile.image_size, targets={s.id: labels.mask(s.id) for s in pool},
+                           progress=ctx.progress)
+    info = pretrain_vlm(spec.params, ctx.parts, ctx.profile, out, progress=ctx.progress,
+                        device=ctx.train_kwargs.get("device", "auto"), pseudo=pseudo)
+    return {**info, **({"pseudo_cache": str(labels.folder)} if pseudo is not None else {})}
 
 
 def label_rate(spec: StageSpec, ctx: StageContext, out: Path) -> dict:

@@ -323,6 +323,43 @@ def test_dusss_appg_refines_with_the_pool_masks_of_its_stage(tmp_path, one_threa
         build_method("dusss", TINY, refine_map="appg", fusion="log_odds")
 
 
+def test_vlm_grounded_on_the_pools_appg_pseudo_labels(tmp_path, one_thread):
+    """appg_grounding (variant dusss-appg_grounding): the vlm_pretrain stage makes the APPG pseudo-labels of the
+    unlabeled pool and grounds the lesion phrases on the kept ones every step (a 'ground_pool' loss beside the
+    labeled 'ground'); the default stage never does. Grounding on pseudo-labels needs them and refuses images
+    outside the pool; bad settings are refused."""
+    from busnb.config import get_profile
+    from busnb.experiment import prepare, run_experiment
+    from busnb.methods import build_method
+    from busnb.vlm.pretrain import pretrain_vlm, stage_params
+
+    prof = get_profile("smoke", epochs=2, steps_per_epoch=2)
+    parts = prepare(prof, progress=False)
+    r = run_experiment(prof, "dusss-appg_grounding", out_dir=tmp_path / "g", progress=False, parts=parts)
+    rate, st = r["stages"]
+    assert st["kind"] == "vlm_pretrain" and st["params"]["pool_grounding"] == "appg"
+    appg = next(s for s in run_experiment(prof, "dusss-appg", out_dir=tmp_path / "a", progress=False,
+                                          parts=parts)["stages"] if s["kind"] == "appg_masks")
+    assert st["n_pool_grounded"] == appg["n_kept"] > 0  # every kept APPG pseudo-label, nothing else
+    hist = json.loads((Path(st["dir"]) / "history.json").read_text())
+    assert all(h["ground_pool"] > 0 and h["ground"] > 0 for h in hist)
+    assert "refined" in r["pseudo_label_dice"]
+    m = build_method("dusss-appg_grounding", TINY)
+    assert m.stage_params()["pool_grounding"] == "appg"
+    assert build_method("dusss", TINY).stage_params()["pool_grounding"] == "none"
+    with pytest.raises(ValueError, match="pool_grounding"):
+        stage_params(pool_grounding="val")
+    with pytest.raises(ValueError, match="needs text_refine"):
+        build_method("dusss-appg", TINY, appg_grounding=True)
+    with pytest.raises(ValueError, match="needs the unlabeled pool's APPG"):
+        pretrain_vlm(stage_params(pool_grounding="appg", depth=prof.encoder_depth), parts, prof, tmp_path / "x",
+                     progress=False)
+    outside = SegArrays(parts["labeled"][:2], prof.image_size)  # labeled images passed off as pseudo-labels
+    with pytest.raises(ValueError, match="unlabeled-pool images"):
+        pretrain_vlm(stage_params(pool_grounding="appg", depth=prof.encoder_depth), parts, prof, tmp_path / "y",
+                     progress=False, pseudo=outside)
+
+
 def test_base_rate_controller_pulls_a_shrunken_teacher_to_the_labeled_rate():
     """A teacher whose masks hold 3 % foreground, against 13 % in the labeled masks: the controller's shift
     lifts its pseudo-labels to the labeled rate; one already at the labeled rate is left alone."""
@@ -387,7 +424,8 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
 
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
                                        "dusss-no_text_refine", "dusss-log_odds", "dusss-align",
-                                       "dusss-student_noise", "dusss-conf_weight", "dusss-appg")
+                                       "dusss-student_noise", "dusss-conf_weight", "dusss-appg",
+                                       "dusss-appg_grounding")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)

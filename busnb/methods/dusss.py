@@ -96,6 +96,12 @@ seeds 0-2; ``results/cpu-2026-11-24/d64e45*-weak/dusss-appg``): the refinement r
 pseudo-labels in 6 of 6 runs (+0.34 +- 0.22 points at 10 %, +0.77 +- 0.94 at 2.5 %; the VLM map: 3 of 6), test Dice
 level with the VLM map's (58.43 and 45.04 against 58.23 and 45.19). Off by default: the VLM is what DuSSS is.
 
+**The VLM grounded on the APPG pseudo-labels too** (``appg_grounding``; off by default, an addition to DuSSS,
+variant ``dusss-appg_grounding``): the ``vlm_pretrain`` stage grounds the lesion phrases on the unlabeled pool's
+APPG pseudo-labels as well as on the labeled masks (``pool_grounding="appg"``, :mod:`busnb.vlm.pretrain`), so
+the VLM's own text map m learns where the appearance phrases put the lesion on every pool image; fusion, Platt
+calibration and pi are unchanged (labeled masks only).
+
 **Per-image confidence weights** (``conf_weight``; off by default, an addition to DuSSS, variant
 ``dusss-conf_weight``): L_u = sum_i c_i l_i / sum_i c_i over the unlabeled batch (:func:`confidence_weighted`),
 l_i the BCE + Dice of image i, c_i = the teacher's mean probability over the foreground of the label y_r it learns,
@@ -112,7 +118,8 @@ ResNet image encoder (None: the student U-Net's, i.e. the profile's ``encoder_de
 profiles, 3 at smoke and demo). Ablation rows ``dusss-no_dcl``, ``dusss-no_sss``, ``dusss-log_odds``,
 ``dusss-no_grounding``, ``dusss-no_text_refine``; ``dusss-align`` turns the alignment on; ``dusss-student_noise``
 perturbs the student's unlabeled input (the former default); ``dusss-conf_weight`` weights each unlabeled image by
-the teacher's confidence in its label; ``dusss-appg`` refines with the APPG masks instead of the VLM's map.
+the teacher's confidence in its label; ``dusss-appg`` refines with the APPG masks instead of the VLM's map;
+``dusss-appg_grounding`` grounds the VLM on the APPG pseudo-labels of the pool as well (``appg_grounding``).
 
 After training, ``metrics.json`` holds ``pseudo_label_dice``: the final teacher's pseudo-labels on the unlabeled
 pool scored against that pool's masks, unrefined and refined (:func:`pseudo_label_dice`; reporting only).
@@ -206,7 +213,7 @@ class DuSSS(Method):
                  vlm_epochs: int | None = None,
                  phrases: tuple | list | None = None, target: str = "soft", align: bool = False,
                  align_gain: float = 0.02, vlm_depth: int | None = None, conf_weight: bool = False,
-                 refine_map: str = "vlm"):
+                 refine_map: str = "vlm", appg_grounding: bool = False):
         super().__init__(make_net)
         if target not in ("soft", "hard"):
             raise ValueError(f"dusss: target must be 'soft' or 'hard', got {target!r}")
@@ -215,6 +222,8 @@ class DuSSS(Method):
         if refine_map not in ("vlm", "appg"):
             raise ValueError(f"dusss: refine_map must be 'vlm' (the pretrained VLM's text map) or 'appg' (the APPG "
                              f"pseudo-labels of the phrases), got {refine_map!r}")
+        if appg_grounding and not (text_refine and refine_map == "vlm"):
+            raise ValueError("dusss: appg_grounding trains the VLM's map; it needs text_refine and refine_map='vlm'")
         if refine_map == "appg" and fusion == "log_odds":
             raise ValueError("dusss: refine_map='appg' is a binary mask; use fusion 'overlap' or 'select'")
         from ..vlm.texts import LESION_PHRASES
@@ -224,7 +233,8 @@ class DuSSS(Method):
                          rampup_steps=rampup_steps, noise=noise, refine_weight=refine_weight, fusion=fusion, text=text,
                          vlm_epochs=vlm_epochs, phrases=list(phrases or LESION_PHRASES), grounding=grounding,
                          target=target, align=align, align_gain=align_gain, conf_weight=bool(conf_weight),
-                         vlm_depth=vlm_depth or getattr(self.student, "depth", 5), refine_map=refine_map)
+                         vlm_depth=vlm_depth or getattr(self.student, "depth", 5), refine_map=refine_map,
+                         appg_grounding=bool(appg_grounding))
         # pi (the label_rate stage; NaN until attached) and the alignment's log-odds shift b: buffers, so they
         # move with the method's device and resume with the checkpoint (capturable: no host sync, no branches)
         self.register_buffer("pi", torch.full((), float("nan")))
@@ -245,7 +255,8 @@ class DuSSS(Method):
 
         o = self.opts
         return stage_params(dcl=o["dcl"], sss=o["sss"], text=o["text"], epochs=o["vlm_epochs"],
-                            grounding=o["grounding"], depth=o["vlm_depth"])
+                            grounding=o["grounding"], depth=o["vlm_depth"],
+                            pool_grounding="appg" if o["appg_grounding"] else "none")
 
     def stages(self):
         """``label_rate`` (pi) always; ``vlm_pretrain`` with the text refinement."""
@@ -387,6 +398,7 @@ ABLATION_DUSSS = {
     "dusss-student_noise": ("dusss", {"noise": 0.05}),
     "dusss-conf_weight": ("dusss", {"conf_weight": True}),
     "dusss-appg": ("dusss", {"refine_map": "appg", "fusion": "overlap"}),
+    "dusss-appg_grounding": ("dusss", {"appg_grounding": True}),
 }
 
 

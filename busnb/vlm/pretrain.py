@@ -8,6 +8,13 @@ same cache). What it reads: images of the labeled and unlabeled train pool; the 
 ``grounding_batch`` labeled images, :func:`busnb.vlm.losses.grounding_loss`) and, after training, to calibrate
 the activation map (:func:`calibrate`). Validation and test images are not read, nor the unlabeled pool's
 masks (there is no selection: the last epoch is the result).
+
+``pool_grounding="appg"`` (off by default, an addition to DuSSS): each step also grounds the lesion phrases on
+``grounding_batch`` unlabeled-pool images against their **APPG pseudo-labels** (the paper's three phrases through
+the weight-free ``appearance`` backend, masks the area filter keeps; passed in by the ``vlm_pretrain`` stage), the
+same :func:`busnb.vlm.losses.grounding_loss`. Those targets come from the image and the phrase alone, so the map
+learns where the appearance phrases put a lesion on the whole pool, not only on the labeled images the student
+also learns from. The calibration stays on the labeled masks.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from .texts import BACKGROUND_PHRASE, LESION_PHRASES, pool_texts
 
 DEFAULTS = dict(encoder="resnet18", depth=5, text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
                 temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3,
-                grounding=True, grounding_batch=4)
+                grounding=True, grounding_batch=4, pool_grounding="none")
 
 
 def stage_params(**kw) -> dict:
@@ -34,7 +41,11 @@ def stage_params(**kw) -> dict:
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown vlm_pretrain setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **kw}
+    p = {**DEFAULTS, **kw}
+    if p["pool_grounding"] not in ("none", "appg"):
+        raise ValueError(f"vlm_pretrain: pool_grounding must be 'none' or 'appg' (the unlabeled pool's APPG "
+                         f"pseudo-labels), got {p['pool_grounding']!r}")
+    return p
 
 
 def load_images(samples, size: int, progress: bool = False) -> torch.Tensor:
@@ -155,10 +166,13 @@ def describe_calibration(cal: dict, informative: float = 0.1) -> str:
     return line
 
 
-def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool = True, device: str = "auto") -> dict:
+def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool = True, device: str = "auto",
+                 pseudo=None) -> dict:
     """Train a :class:`VLM` with :func:`busnb.vlm.losses.dcl_loss` on the train pool of ``parts`` and write
     ``best.pt`` (``{"net": state_dict}``, the last epoch), ``history.json`` and ``texts.json``; resumes from
-    ``last.pt``. Returns the stage info (losses per epoch, calibration)."""
+    ``last.pt``. Returns the stage info (losses per epoch, calibration). ``pseudo``: with
+    ``pool_grounding="appg"``, the unlabeled images with their APPG pseudo-labels at the profile's size
+    (:class:`busnb.data.tensors.SegArrays`, built by the ``vlm_pretrain`` stage), grounded like the labeled ones."""
     from tqdm.auto import tqdm
 
     from ..data.tensors import SegArrays
@@ -185,10 +199,22 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     table = TextTable(vlm, texts, [s.id for s in pool])
     t_ids, t_mask = table.ids.to(dev), table.mask.to(dev)
     ground = bool(p["grounding"]) and len(lab_img) > 0
-    if ground:
+    ground_pool = p["pool_grounding"] == "appg"
+    if ground_pool:
+        if pseudo is None:
+            raise ValueError("vlm_pretrain: pool_grounding='appg' needs the unlabeled pool's APPG pseudo-labels. Fix: "
+                             "run it as the vlm_pretrain stage (busnb train / busnb vlm-pretrain), which makes them.")
+        pool_ids = {s.id for s in parts["unlabeled"]}
+        if not {s.id for s in pseudo.samples} <= pool_ids:
+            raise ValueError("vlm_pretrain: the pseudo-labelled images must be unlabeled-pool images of this split")
+        ground_pool = len(pseudo) > 0
+    if ground or ground_pool:
         g_tok = vlm.text.tokenize([*LESION_PHRASES, BACKGROUND_PHRASE])
         g_ids, g_mask = g_tok["input_ids"].to(dev), g_tok["attention_mask"].to(dev)
+    if ground:
         lab_x, lab_y = lab_img.to(dev).float() / 255.0, lab_mask.to(dev)
+    if ground_pool:
+        ps_x, ps_y = pseudo.images.to(dev).float() / 255.0, pseudo.masks.to(dev)
     opt = torch.optim.AdamW(vlm.trainable(), lr=p["lr"], weight_decay=1e-4)
     batch = min(p["batch"], len(pool))
     steps = max(1, len(pool) // batch)
@@ -208,13 +234,20 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
             s1, s2 = s1.to(dev), s2.to(dev)
             loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
                                   dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
+            if ground or ground_pool:
+                tg = vlm.encode_text(g_ids, g_mask)["g"]
             if ground:
                 j = torch.randint(len(lab_x), (p["grounding_batch"],)).to(dev)
                 xl, yl = flip_pair(lab_x[j], lab_y[j])
-                tg = vlm.encode_text(g_ids, g_mask)["g"]
                 lg = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
                 loss = loss + lg
                 logs["ground"] = lg.detach()
+            if ground_pool:
+                j = torch.randint(len(ps_x), (p["grounding_batch"],)).to(dev)
+                xp, yp = flip_pair(ps_x[j], ps_y[j])
+                lp = grounding_loss(vlm.encode_image(xp)["local"], tg[:-1], tg[-1], yp, vlm.T)
+                loss = loss + lp
+                logs["ground_pool"] = lp.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -231,7 +264,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     torch_save({"net": {k: v.detach().cpu() for k, v in vlm.state_dict().items()}, "params": p}, out / "best.pt")
     return {"epochs": epochs, "params": p, "first": history[0] if history else None,
             "final": history[-1] if history else None, "calibration": cal, "n_images": len(pool),
-            "n_sentences": len(table.sentences)}
+            "n_sentences": len(table.sentences), **({"n_pool_grounded": len(pseudo)} if ground_pool else {})}
 
 
 def pretrained_vlm(parts: dict, profile, seed: int, progress: bool = True, device: str = "auto",
