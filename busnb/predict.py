@@ -236,7 +236,7 @@ def predict_folder(run_or_checkpoint, images, out_dir, threshold: float = 0.5, b
     * ``predict.json``: the run, checkpoint, threshold, device, counts.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     from .data.io import read_image
     from .train import predict_prob

@@ -201,7 +201,7 @@ def pretrain_encoder(parts: dict, encoder: str, size: int, cfg: SSLConfig = SSLC
     by inputs, resumable, one writer at a time; runs in its own RNG stream seeded from the split seed, so the
     caller's random state is untouched. ``depth``: the encoder's stages, as in the profile that will load it
     (``Profile.encoder_depth``)."""
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     from .data.tensors import SegArrays
     from .models import build_model, pick_device

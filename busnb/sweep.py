@@ -110,7 +110,7 @@ def _run_one(job: Job, env: dict | None = None, log_dir: Path | None = None, cwd
 
 
 def run_local(jobs: list[Job], slots: int, gpus: list[int], log_dir: Path, progress: bool = True) -> list[dict]:
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     results = []
     free = list(itertools.islice(itertools.cycle(gpus or [None]), slots))  # slot -> GPU, round robin
@@ -172,7 +172,7 @@ def run_ray(jobs: list[Job], per_gpu: int, address: str | None, log_dir: Path, p
         cwd, env = os.getcwd(), _forwarded_env()
         refs = [remote.remote(j, env, Path(log_dir).resolve(), cwd) for j in jobs]
         results = []
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         bar = tqdm(total=len(refs), desc="sweep (ray)", disable=not progress)
         pending = list(refs)

@@ -309,7 +309,7 @@ class Trainer:
         """Train from ``last.pt`` if present (``resume``), else from the networks as built. Seeding is the
         caller's job (once, at the top of a run: :func:`seed_everything`); the data order is a function of
         (seed, epoch) and the RNG state is saved in ``last.pt``, so a resumed run continues exactly."""
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -416,7 +416,7 @@ def predict_prob(net, images: list[np.ndarray], size: int, device=None, batch: i
 def evaluate(net, samples, size: int, empty_policy: str = "diagonal", progress: bool = False,
              threshold: float = 0.5) -> list[dict]:
     """Per-image metrics at each image's original resolution (prediction upsampled bilinearly)."""
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     rows = []
     for s in tqdm(samples, desc="evaluate", disable=not progress):

@@ -190,3 +190,40 @@ def test_class_summary_counts_per_class():
     assert t.loc["benign", "images"] == 2 and t.loc["benign", "multi_mask_images"] == 1
     assert t.loc["benign", "extra_mask_files"] == 2 and t.loc["benign", "lesions_at_most_1pct"] == 1
     assert t.loc["malignant", "median_width"] == 400 and t.loc["malignant", "median_lesion_pct"] == 20.0
+
+
+def test_a_notebook_progress_bar_leaves_its_final_line_for_static_renderings(monkeypatch):
+    """In a kernel, busnb's bar is tqdm's widget shown under a display id; when it closes, the display is updated
+    with its final line as text/plain (what nbconvert / a static viewer shows; before, the bar's opening "0/7"
+    stayed there). A bar that does not stay leaves no line behind."""
+    import IPython.display
+
+    from busnb import progress
+
+    shown = []
+
+    class Handle:
+        def __init__(self):
+            self.updates = []
+
+        def update(self, obj, raw=False):
+            self.updates.append((obj, raw))
+
+    def display(obj, display_id=None):
+        shown.append((obj, display_id, Handle()))
+        return shown[-1][2]
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    for _ in progress.NotebookBar(range(7), desc="load"):
+        pass
+    (widget, display_id, handle), = shown
+    assert display_id is True
+    (bundle, raw), = handle.updates
+    assert raw and bundle["text/plain"].startswith("load: 100%") and "7/7" in bundle["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget stays the same
+    for _ in progress.NotebookBar(range(3), leave=False):
+        pass
+    assert shown[-1][2].updates == [({"text/plain": ""}, True)]
+    for _ in progress.NotebookBar(range(3), disable=True):
+        pass
+    assert len(shown) == 2  # a disabled bar displays nothing

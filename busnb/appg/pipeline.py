@@ -164,7 +164,7 @@ def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dat
     picklable; the outputs are the same files, each written atomically). ``workers=0``: one per CPU core."""
     import os
 
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     folder, key = _open_cache(dataset, backend, cfg, root)
     todo = [s for s in samples if not (folder / "records" / f"{_fname(s.id)}.json").is_file()][:limit]
@@ -290,7 +290,7 @@ def compare_prompts(samples, backend, prompts: dict[str, tuple[str, ...]], datas
     import pandas as pd
     from dataclasses import replace
 
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     pairs = [(family, phrase) for family, phrases in prompts.items() for phrase in phrases]
     cfgs = {phrase: replace(cfg, prompt=phrase) for _, phrase in pairs}

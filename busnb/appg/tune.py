@@ -50,7 +50,7 @@ def check_fit_samples(samples, part: str = "labeled", split: dict | None = None)
 
 def candidate_table(backend: AppearanceBackend, samples, phrase: str, progress: bool = True):
     """Per image: (features matrix [n_cand, n_feat], Dice of each candidate's final mask with the ground truth)."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     out = []
     for s in tqdm(samples, desc="candidates", disable=not progress):
@@ -123,7 +123,7 @@ def score_table(backend: AppearanceBackend, samples, phrases, top_k: int = 5, io
     """``(raw scores, hit)`` of the top-``top_k`` non-suppressed boxes of every phrase on every image: ``hit`` is
     whether the box has IoU >= ``iou`` with the box of one of the image's lesions (``meta["lesions"][k]["bbox"]``,
     as the phantom records them; the ground-truth mask's box otherwise)."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from .appearance import box_iou
 

@@ -46,7 +46,7 @@ def _thumb(img: np.ndarray, thumb: int) -> np.ndarray:
 
 def find_duplicates(samples: list[Sample], threshold: float = 0.99, thumb: int = 32,
                     progress: bool = False) -> DuplicateReport:
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     if not samples:
         return DuplicateReport([], [], {}, [])

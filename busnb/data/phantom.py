@@ -190,7 +190,7 @@ def render_phantom(cfg: PhantomConfig, index: int) -> tuple[np.ndarray, np.ndarr
 def generate_phantom(out: str | Path, cfg: PhantomConfig = PhantomConfig(), progress: bool = True) -> Path:
     """Write ``cfg.n_images`` phantom images to ``out`` atomically; reuse it if already complete. Concurrent
     callers (sweep jobs) take turns on a lock beside ``out``: one writes, the others then find it complete."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from ..rundir import RunLock
 

@@ -11,7 +11,7 @@ def dataset_table(samples: list[Sample], progress: bool = False):
     """pandas DataFrame: id, class, group, width, height, n_mask_files, lesion_fraction, n_components."""
     import pandas as pd
     from scipy import ndimage
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     rows = []
     for s in tqdm(samples, desc="stats", disable=not progress):

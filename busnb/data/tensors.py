@@ -34,7 +34,7 @@ class SegArrays(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: list[Sample], size: int, targets: dict | None = None, progress: bool = False):
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         self.samples, self.size = list(samples), size
         n = len(self.samples)

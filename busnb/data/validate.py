@@ -81,7 +81,7 @@ def _cache_path(content: str):
 
 def validate_dataset(samples: list[Sample], progress: bool = False, quiet: bool = False) -> ValidationReport:
     """Check every image and mask once per dataset copy (see the module docstring)."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     if not samples:
         raise DataError("the dataset has no images. Fix: check the dataset root.")

@@ -50,7 +50,7 @@ def stage_params(**kw) -> dict:
 
 def load_images(samples, size: int, progress: bool = False) -> torch.Tensor:
     """uint8 (N,1,S,S) images resized like the trainer's, **without opening any mask file**."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from ..data.io import read_image
     from ..data.tensors import resize_pair
@@ -173,7 +173,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     ``last.pt``. Returns the stage info (losses per epoch, calibration). ``pseudo``: with
     ``pool_grounding="appg"``, the unlabeled images with their APPG pseudo-labels at the profile's size
     (:class:`busnb.data.tensors.SegArrays`, built by the ``vlm_pretrain`` stage), grounded like the labeled ones."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from ..data.tensors import SegArrays
     from ..models import pick_device

@@ -103,7 +103,7 @@ def render_volume(cfg: Phantom3DConfig, index: int) -> tuple[np.ndarray, np.ndar
 
 def make_phantom3d(cfg: Phantom3DConfig = Phantom3DConfig(), progress: bool = False):
     """(volumes (N, D, H, W) uint8, masks (N, D, H, W) bool, lesion records) of the whole phantom."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     vols, masks, recs = [], [], []
     for i in tqdm(range(cfg.n_volumes), desc="phantom3d", disable=not progress):
