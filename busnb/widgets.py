@@ -13,21 +13,23 @@ def draw_detections(ax, detections, masks=None, colors=BOX_COLORS, fontsize: flo
     """Draw ranked boxes (rank ``k`` in ``colors[k]``), their masks (red) and one readable label per box.
 
     Each box gets only its rank number, on a dark tag just inside its top-left corner; the phrase and score of
-    every box are listed once, top left of the axes, in the box's colour. Boxes that share a corner therefore
-    never print their phrases on top of each other."""
+    every box are listed once, in a key under the image with the box's colour, so neither the list nor two
+    boxes that share a corner cover each other or the image."""
+    from matplotlib.patches import Patch
+
     masks = masks or [None] * len(detections)
     tag = dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.65, edgecolor="none")
-    lines = []
+    handles = []
     for k, (d, m) in enumerate(zip(detections, masks)):
         color = colors[k % len(colors)]
         if m is not None:
             show_mask(m[0] if isinstance(m, tuple) else m, ax, color=(1.0, 0.2, 0.2), alpha=0.3, outline=False)
         show_box(d.box, ax, color=color, linewidth=1.4)
         ax.text(d.box[0] + 1, d.box[1] + 1, str(k + 1), color=color, fontsize=fontsize, va="top", ha="left", bbox=tag)
-        lines.append((f"{k + 1}  {d.phrase}  {d.score:.2f}", color))
-    for i, (text, color) in enumerate(lines):
-        ax.text(0.01, 0.99 - 0.075 * i, text, transform=ax.transAxes, color=color, fontsize=fontsize,
-                va="top", ha="left", bbox=tag)
+        handles.append(Patch(facecolor="none", edgecolor=color, linewidth=1.4, label=f"{k + 1}  {d.phrase}  {d.score:.2f}"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), fontsize=fontsize, frameon=False,
+                  handlelength=1.2, borderaxespad=0.0, labelspacing=0.25)
     return ax
 
 

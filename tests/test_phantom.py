@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,17 @@ def test_concurrent_phantom_writers_share_one_folder(tmp_path):
         outs = pool.starmap(generate_phantom, [(tmp_path / "ph", cfg, False)] * 3)
     assert len(set(outs)) == 1 and len(list((tmp_path / "ph" / "images").glob("*.png"))) == 6
     assert [q.name for q in tmp_path.glob(".ph.*")] == [".ph.lock"]  # the lock's folder; no temporary copy left
+
+
+def test_lesion_caption_says_which_lesion_is_where():
+    """00's titles: two lesions are named left to right by their boxes, the primary one (the class) marked."""
+    from busnb.data.phantom import lesion_caption
+    from busnb.data.record import Sample
+
+    def sample(lesions):
+        return Sample("p", Path("p.png"), (), lesions[0]["shape"], None, {"lesions": lesions})
+
+    right, left = {"shape": "oval", "bbox": [90, 60, 140, 90]}, {"shape": "round", "bbox": [10, 60, 50, 90]}
+    assert lesion_caption(sample([right, left])) == "round (left) + oval (right, primary)"
+    assert lesion_caption(sample([left, right])) == "round (left, primary) + oval (right)"
+    assert lesion_caption(sample([right])) == "oval"
