@@ -234,17 +234,18 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
             s1, s2 = s1.to(dev), s2.to(dev)
             loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
                                   dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
-            if ground or ground_pool:
-                tg = vlm.encode_text(g_ids, g_mask)["g"]
+            tg = None
             if ground:
                 j = torch.randint(len(lab_x), (p["grounding_batch"],)).to(dev)
                 xl, yl = flip_pair(lab_x[j], lab_y[j])
+                tg = vlm.encode_text(g_ids, g_mask)["g"]
                 lg = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
                 loss = loss + lg
                 logs["ground"] = lg.detach()
-            if ground_pool:
+            if ground_pool:  # after the labeled term, so the default's random stream is what it was
                 j = torch.randint(len(ps_x), (p["grounding_batch"],)).to(dev)
                 xp, yp = flip_pair(ps_x[j], ps_y[j])
+                tg = vlm.encode_text(g_ids, g_mask)["g"] if tg is None else tg
                 lp = grounding_loss(vlm.encode_image(xp)["local"], tg[:-1], tg[-1], yp, vlm.T)
                 loss = loss + lp
                 logs["ground_pool"] = lp.detach()
