@@ -324,10 +324,11 @@ def test_dusss_appg_refines_with_the_pool_masks_of_its_stage(tmp_path, one_threa
 
 
 def test_vlm_grounded_on_the_pools_appg_pseudo_labels(tmp_path, one_thread):
-    """appg_grounding (variant dusss-appg_grounding): the vlm_pretrain stage makes the APPG pseudo-labels of the
-    unlabeled pool and grounds the lesion phrases on the kept ones every step (a 'ground_pool' loss beside the
-    labeled 'ground'); the default stage never does. Grounding on pseudo-labels needs them and refuses images
-    outside the pool; bad settings are refused."""
+    """appg_grounding (dusss's default since the fourteenth session; variant dusss-appg_grounding): the
+    vlm_pretrain stage makes the APPG pseudo-labels of the unlabeled pool and grounds the lesion phrases on the kept
+    ones every step (a 'ground_pool' loss beside the labeled 'ground'); dusss-labeled_grounding (the former
+    default) and dusss-no_grounding never do. Grounding on pseudo-labels needs them and refuses images outside the
+    pool; bad settings are refused."""
     from busnb.config import get_profile
     from busnb.experiment import prepare, run_experiment
     from busnb.methods import build_method
@@ -344,9 +345,11 @@ def test_vlm_grounded_on_the_pools_appg_pseudo_labels(tmp_path, one_thread):
     hist = json.loads((Path(st["dir"]) / "history.json").read_text())
     assert all(h["ground_pool"] > 0 and h["ground"] > 0 for h in hist)
     assert "refined" in r["pseudo_label_dice"]
-    m = build_method("dusss-appg_grounding", TINY)
-    assert m.stage_params()["pool_grounding"] == "appg"
-    assert build_method("dusss", TINY).stage_params()["pool_grounding"] == "none"
+    for variant, pool, labeled in (("dusss", "appg", True), ("dusss-appg_grounding", "appg", True),
+                                   ("dusss-labeled_grounding", "none", True), ("dusss-no_grounding", "none", False)):
+        sp = build_method(variant, TINY).stage_params()
+        assert (sp["pool_grounding"], sp["grounding"]) == (pool, labeled), variant
+    assert build_method("dusss-appg", TINY).vlm is None  # no VLM, so nothing to ground
     with pytest.raises(ValueError, match="pool_grounding"):
         stage_params(pool_grounding="val")
     with pytest.raises(ValueError, match="needs text_refine"):
@@ -425,7 +428,7 @@ def test_dusss_training_step_on_phantom(variant, phantom_small, tmp_path):
     assert GROUPS["dusss_ablation"] == ("dusss", "dusss-no_dcl", "dusss-no_sss", "dusss-no_grounding",
                                        "dusss-no_text_refine", "dusss-log_odds", "dusss-align",
                                        "dusss-student_noise", "dusss-conf_weight", "dusss-appg",
-                                       "dusss-appg_grounding")
+                                       "dusss-appg_grounding", "dusss-labeled_grounding")
     lab, unl, val = (SegArrays(phantom_small[:4], 32), SegArrays(phantom_small[4:10], 32),
                      SegArrays(phantom_small[10:12], 32))
     torch.manual_seed(0)
