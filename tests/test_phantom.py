@@ -87,3 +87,4 @@ def test_lesion_caption_says_which_lesion_is_where():
     assert lesion_caption(sample([right, left])) == "round (left) + oval (right, primary)"
     assert lesion_caption(sample([left, right])) == "round (left, primary) + oval (right)"
     assert lesion_caption(sample([right])) == "oval"
+    assert lesion_caption(sample([left, right]), sep="\n") == "round (left, primary)\noval (right)"

@@ -236,12 +236,13 @@ def load_phantom(root: str | Path | None = None, cfg: PhantomConfig = PhantomCon
     return [Sample(s.id, s.image, s.masks, s.cls, s.group, {"lesions": lesions[s.id]}) for s in load_folder(root)]
 
 
-def lesion_caption(sample: Sample) -> str:
+def lesion_caption(sample: Sample, sep: str = " + ") -> str:
     """A phantom image's lesions for a figure title: each shape with where it lies, left to right, the primary
-    lesion (the image's class) marked, e.g. "lobulated (left, primary) + oval (right)"; one lesion: its shape."""
+    lesion (the image's class) marked, joined by ``sep``, e.g. "lobulated (left, primary) + oval (right)"; one
+    lesion: its shape."""
     lesions = sample.meta.get("lesions", [])
     if len(lesions) < 2:
-        return " + ".join(les["shape"] for les in lesions)
+        return sep.join(les["shape"] for les in lesions)
     order = sorted(range(len(lesions)), key=lambda i: lesions[i]["bbox"][0] + lesions[i]["bbox"][2])
     where = ["left", "right"] if len(lesions) == 2 else [f"{k + 1}. from left" for k in range(len(lesions))]
-    return " + ".join(f"{lesions[i]['shape']} ({w}{', primary' if i == 0 else ''})" for w, i in zip(where, order))
+    return sep.join(f"{lesions[i]['shape']} ({w}{', primary' if i == 0 else ''})" for w, i in zip(where, order))
