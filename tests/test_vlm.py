@@ -218,7 +218,7 @@ def test_pretrain_stage_writes_and_resumes(phantom_small, tmp_path):
     assert "vlm_pretrain" in STAGES
     parts = {"labeled": phantom_small[:2], "unlabeled": phantom_small[2:8], "split_name": "phantom-test"}
     prof = get_profile("smoke", image_size=32)
-    params = dict(dim=16, text_hidden=16, text_layers=1, batch=4, epochs=1, depth=3)
+    params = dict(dim=16, text_hidden=16, text_layers=1, batch=4, epochs=1, depth=3, pool_grounding="none")
     torch.manual_seed(0)
     info = pretrain_vlm(params, parts, prof, tmp_path, progress=False, device="cpu")
     assert (tmp_path / "best.pt").is_file() and info["epochs"] == 1 and np.isfinite(info["final"]["loss"])
@@ -352,6 +352,8 @@ def test_vlm_grounded_on_the_pools_appg_pseudo_labels(tmp_path, one_thread):
     assert build_method("dusss-appg", TINY).vlm is None  # no VLM, so nothing to ground
     with pytest.raises(ValueError, match="pool_grounding"):
         stage_params(pool_grounding="val")
+    # `busnb vlm-pretrain` and 07's pretrained_vlm() without settings train dusss's default stage
+    assert stage_params(depth=3) == build_method("dusss", TINY).stage_params()
     with pytest.raises(ValueError, match="needs text_refine"):
         build_method("dusss-appg", TINY, appg_grounding=True)
     with pytest.raises(ValueError, match="needs the unlabeled pool's APPG"):

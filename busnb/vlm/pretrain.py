@@ -9,7 +9,8 @@ same cache). What it reads: images of the labeled and unlabeled train pool; the 
 the activation map (:func:`calibrate`). Validation and test images are not read, nor the unlabeled pool's
 masks (there is no selection: the last epoch is the result).
 
-``pool_grounding="appg"`` (off by default, an addition to DuSSS): each step also grounds the lesion phrases on
+``pool_grounding="appg"`` (the default since the fourteenth session, as ``dusss``'s; ``"none"``: labeled masks
+only; an addition to DuSSS): each step also grounds the lesion phrases on
 ``grounding_batch`` unlabeled-pool images against their **APPG pseudo-labels** (the paper's three phrases through
 the weight-free ``appearance`` backend, masks the area filter keeps; passed in by the ``vlm_pretrain`` stage), the
 same :func:`busnb.vlm.losses.grounding_loss`. Those targets come from the image and the phrase alone, so the map
@@ -32,7 +33,7 @@ from .texts import BACKGROUND_PHRASE, LESION_PHRASES, pool_texts
 
 DEFAULTS = dict(encoder="resnet18", depth=5, text="scratch", dim=64, text_hidden=64, text_layers=2, momentum=0.995,
                 temperature=0.07, dcl=True, sss=True, sss_tau=0.1, sss_alpha=0.5, epochs=None, batch=16, lr=1e-3,
-                grounding=True, grounding_batch=4, pool_grounding="none")
+                grounding=True, grounding_batch=4, pool_grounding="appg")
 
 
 def stage_params(**kw) -> dict:
