@@ -9,33 +9,43 @@ when it opened ("0/453").
 """
 from __future__ import annotations
 
+import sys
+from functools import lru_cache
+
 from tqdm.auto import tqdm as _auto
-from tqdm.notebook import tqdm as _notebook
 
 __all__ = ["tqdm"]
 
 
-class NotebookBar(_notebook):
-    """tqdm's notebook widget whose saved ``text/plain`` fallback is its final line (module docstring)."""
+@lru_cache(maxsize=None)
+def notebook_bar() -> type:
+    """The widget bar class (module docstring), built on first use: a terminal never imports ipywidgets for it."""
+    from tqdm.notebook import tqdm as _notebook
 
-    def __init__(self, *args, **kwargs):
-        show = kwargs.pop("display", True)
-        self._handle = None
-        super().__init__(*args, display=False, **kwargs)
-        if show and not self.disable and self.delay <= 0:
-            from IPython.display import display
+    class NotebookBar(_notebook):
+        """tqdm's notebook widget whose saved ``text/plain`` fallback is its final line (module docstring)."""
 
-            self._handle = display(self.container, display_id=True)
-            self.displayed = True
-
-    def close(self):
-        was_open = not self.disable
-        super().close()
-        if was_open and self._handle is not None:
-            line = self.format_meter(**self.format_dict)
-            # a bar that does not stay (leave=False) leaves nothing behind in a saved notebook either
-            self._handle.update(final_bundle(self.container, line) if self.leave else {"text/plain": ""}, raw=True)
+        def __init__(self, *args, **kwargs):
+            show = kwargs.pop("display", True)
             self._handle = None
+            super().__init__(*args, display=False, **kwargs)
+            if show and not self.disable and self.delay <= 0:
+                from IPython.display import display
+
+                self._handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self):
+            was_open = not self.disable
+            super().close()
+            if was_open and self._handle is not None:
+                line = self.format_meter(**self.format_dict)
+                # a bar that does not stay (leave=False) leaves nothing behind in a saved notebook either
+                self._handle.update(final_bundle(self.container, line) if self.leave else {"text/plain": ""},
+                                    raw=True)
+                self._handle = None
+
+    return NotebookBar
 
 
 def final_bundle(widget, line: str) -> dict:
@@ -45,4 +55,10 @@ def final_bundle(widget, line: str) -> dict:
     return {**data, "text/plain": line}
 
 
-tqdm = NotebookBar if issubclass(_auto, _notebook) else _auto
+def _widget_mode() -> bool:
+    """Whether tqdm.auto chose the notebook widget (it has imported tqdm.notebook for that)."""
+    nb = sys.modules.get("tqdm.notebook")
+    return nb is not None and issubclass(_auto, nb.tqdm)
+
+
+tqdm = notebook_bar() if _widget_mode() else _auto

@@ -214,16 +214,16 @@ def test_a_notebook_progress_bar_leaves_its_final_line_for_static_renderings(mon
         return shown[-1][2]
 
     monkeypatch.setattr(IPython.display, "display", display)
-    for _ in progress.NotebookBar(range(7), desc="load"):
+    for _ in progress.notebook_bar()(range(7), desc="load"):
         pass
     (widget, display_id, handle), = shown
     assert display_id is True
     (bundle, raw), = handle.updates
     assert raw and bundle["text/plain"].startswith("load: 100%") and "7/7" in bundle["text/plain"]
     assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget stays the same
-    for _ in progress.NotebookBar(range(3), leave=False):
+    for _ in progress.notebook_bar()(range(3), leave=False):
         pass
     assert shown[-1][2].updates == [({"text/plain": ""}, True)]
-    for _ in progress.NotebookBar(range(3), disable=True):
+    for _ in progress.notebook_bar()(range(3), disable=True):
         pass
     assert len(shown) == 2  # a disabled bar displays nothing
