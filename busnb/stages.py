@@ -146,6 +146,12 @@ def _appg_labels(sp: dict, ctx: StageContext):
     return generate(p["unlabeled"], backend, cfg, data_id, progress=ctx.progress, workers=workers)
 
 
+def _kept(labels, samples: list) -> list:
+    """The ``samples`` whose APPG pseudo-label the area filter keeps, in their order."""
+    kept = set(labels.kept_ids())
+    return [s for s in samples if s.id in kept]
+
+
 def appg_masks(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """The APPG pseudo-labels of the unlabeled pool at the profile's size, in the pool's order, those the area
     filter drops left empty: the phrase-conditioned map of ``dusss``'s ``refine_map="appg"``. Nothing is
@@ -172,8 +178,7 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
 
     p, prof, sp = ctx.parts, ctx.profile, spec.params
     labels = _appg_labels(sp, ctx)
-    kept = set(labels.kept_ids())
-    pseudo = [s for s in p["unlabeled"] if s.id in kept]
+    pseudo = _kept(labels, p["unlabeled"])
     if sp.get("keep_top", 1.0) < 1.0:
         pseudo = most_confident(pseudo, labels, sp["keep_top"])
     targets = {s.id: labels.mask(s.id) for s in pseudo}
@@ -210,18 +215,18 @@ def vlm_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     call as ``static_teacher``'s) are made here and grounded too."""
     from .vlm.pretrain import pretrain_vlm
 
-    pseudo = None
+    pseudo, extra = None, {}
     if spec.params.get("pool_grounding", "none") == "appg":
         from .data.tensors import SegArrays
 
         labels = _appg_labels({}, ctx)
-        kept = set(labels.kept_ids())
-        pool = [s for s in ctx.parts["unlabeled"] if s.id in kept]
+        pool = _kept(labels, ctx.parts["unlabeled"])
         pseudo = SegArrays(pool, ctx.profile.image_size, targets={s.id: labels.mask(s.id) for s in pool},
                            progress=ctx.progress)
+        extra = {"pseudo_cache": str(labels.folder)}
     info = pretrain_vlm(spec.params, ctx.parts, ctx.profile, out, progress=ctx.progress,
                         device=ctx.train_kwargs.get("device", "auto"), pseudo=pseudo)
-    return {**info, **({"pseudo_cache": str(labels.folder)} if pseudo is not None else {})}
+    return {**info, **extra}
 
 
 def label_rate(spec: StageSpec, ctx: StageContext, out: Path) -> dict:

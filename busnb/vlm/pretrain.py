@@ -200,22 +200,20 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     table = TextTable(vlm, texts, [s.id for s in pool])
     t_ids, t_mask = table.ids.to(dev), table.mask.to(dev)
     ground = bool(p["grounding"]) and len(lab_img) > 0
-    ground_pool = p["pool_grounding"] == "appg"
-    if ground_pool:
+    if p["pool_grounding"] == "appg":
         if pseudo is None:
             raise ValueError("vlm_pretrain: pool_grounding='appg' needs the unlabeled pool's APPG pseudo-labels. Fix: "
                              "run it as the vlm_pretrain stage (busnb train / busnb vlm-pretrain), which makes them.")
-        pool_ids = {s.id for s in parts["unlabeled"]}
-        if not {s.id for s in pseudo.samples} <= pool_ids:
+        if not {s.id for s in pseudo.samples} <= {s.id for s in parts["unlabeled"]}:
             raise ValueError("vlm_pretrain: the pseudo-labelled images must be unlabeled-pool images of this split")
-        ground_pool = len(pseudo) > 0
-    if ground or ground_pool:
+    # the grounding terms, each (log name, images in [0, 1], masks): labeled masks first, then the pool's APPG
+    # pseudo-labels (that order keeps the labeled-only default's random stream what it was before the pool term)
+    grounded = ([("ground", lab_img, lab_mask)] if ground else []) + (
+        [("ground_pool", pseudo.images, pseudo.masks)] if p["pool_grounding"] == "appg" and len(pseudo) else [])
+    grounded = [(k, x.to(dev).float() / 255.0, y.to(dev)) for k, x, y in grounded]
+    if grounded:
         g_tok = vlm.text.tokenize([*LESION_PHRASES, BACKGROUND_PHRASE])
         g_ids, g_mask = g_tok["input_ids"].to(dev), g_tok["attention_mask"].to(dev)
-    if ground:
-        lab_x, lab_y = lab_img.to(dev).float() / 255.0, lab_mask.to(dev)
-    if ground_pool:
-        ps_x, ps_y = pseudo.images.to(dev).float() / 255.0, pseudo.masks.to(dev)
     opt = torch.optim.AdamW(vlm.trainable(), lr=p["lr"], weight_decay=1e-4)
     batch = min(p["batch"], len(pool))
     steps = max(1, len(pool) // batch)
@@ -235,21 +233,14 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
             s1, s2 = s1.to(dev), s2.to(dev)
             loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
                                   dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
-            tg = None
-            if ground:
-                j = torch.randint(len(lab_x), (p["grounding_batch"],)).to(dev)
-                xl, yl = flip_pair(lab_x[j], lab_y[j])
-                tg = vlm.encode_text(g_ids, g_mask)["g"]
-                lg = grounding_loss(vlm.encode_image(xl)["local"], tg[:-1], tg[-1], yl, vlm.T)
-                loss = loss + lg
-                logs["ground"] = lg.detach()
-            if ground_pool:  # after the labeled term, so the default's random stream is what it was
-                j = torch.randint(len(ps_x), (p["grounding_batch"],)).to(dev)
-                xp, yp = flip_pair(ps_x[j], ps_y[j])
+            tg = None  # the phrase embeddings, encoded once per step when a grounding term needs them
+            for name, gx, gy in grounded:
+                j = torch.randint(len(gx), (p["grounding_batch"],)).to(dev)
+                xg, yg = flip_pair(gx[j], gy[j])
                 tg = vlm.encode_text(g_ids, g_mask)["g"] if tg is None else tg
-                lp = grounding_loss(vlm.encode_image(xp)["local"], tg[:-1], tg[-1], yp, vlm.T)
-                loss = loss + lp
-                logs["ground_pool"] = lp.detach()
+                lg = grounding_loss(vlm.encode_image(xg)["local"], tg[:-1], tg[-1], yg, vlm.T)
+                loss = loss + lg
+                logs[name] = lg.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -266,7 +257,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     torch_save({"net": {k: v.detach().cpu() for k, v in vlm.state_dict().items()}, "params": p}, out / "best.pt")
     return {"epochs": epochs, "params": p, "first": history[0] if history else None,
             "final": history[-1] if history else None, "calibration": cal, "n_images": len(pool),
-            "n_sentences": len(table.sentences), **({"n_pool_grounded": len(pseudo)} if ground_pool else {})}
+            "n_sentences": len(table.sentences), **({"n_pool_grounded": len(pseudo)} if any(k == "ground_pool" for k, _, _ in grounded) else {})}
 
 
 def pretrained_vlm(parts: dict, profile, seed: int, progress: bool = True, device: str = "auto",
