@@ -257,6 +257,9 @@ def test_fit_on_labeled_reads_only_the_labeled_images(phantom_small, phantom_spl
     assert read and set(read) == labeled and set(rep["ids"]) == labeled
     assert not labeled & (set(phantom_split["val"]) | set(phantom_split["test"]) | set(phantom_split["unlabeled"][10.0]))
     assert rep["top1_dice_after"] >= rep["top1_dice_before"]
+    top = rep["oracle_top"]  # the ceilings: best of the top k candidates, then of all of them
+    assert top[1] == pytest.approx(rep["top1_dice_before"])
+    assert top[1] <= top[5] <= top[10] <= rep["oracle_dice"] and rep["top1_dice_after"] <= rep["oracle_dice"] + 1e-9
     assert tuned.params.w_shape == AppearanceBackend().params.w_shape  # the shape word keeps its say
 
 

@@ -56,6 +56,9 @@ def run(a) -> int:
         backend, rep = fit_on_labeled(backend, samples, sp, a.ratio, phrase=a.prompt or ". ".join(PAPER_PROMPTS))
         print(f"fitted on {rep['n_images']} labeled images ({a.ratio} %, split seed {a.split_seed}): top-1 Dice "
               f"{rep['top1_dice_before']:.3f} -> {rep['top1_dice_after']:.3f}; weights {rep['weights']}")
+        top = rep["oracle_top"]
+        print(f"ceiling on the same images: the best of each image's top 5 / top 10 / all candidates "
+              f"{top[5]:.3f} / {top[10]:.3f} / {rep['oracle_dice']:.3f} (a perfect ranking of the candidates)")
     cfg = PseudoLabelConfig(**{k: v for k, v in {"prompt": a.prompt, "min_fg": a.min_fg, "box_policy": a.box_policy,
                                                  "box_threshold": a.box_threshold}.items() if v is not None})
     labels = generate(todo, backend, cfg, dataset_cache_id(name, samples), limit=a.limit, workers=a.workers)

@@ -83,6 +83,11 @@ def tune(backend: AppearanceBackend, samples, phrase: str = "dark oval", n_iter:
     returns a tuned backend and a report. ``part`` / ``split``: see :func:`check_fit_samples` (val and test
     are refused).
 
+    The report's ceilings say how far any weighting could go on these images: ``oracle_dice`` is the mean over
+    images of the best final mask among *all* candidates (a perfect ranking), ``oracle_top[k]`` the best among the
+    ``k`` highest-scoring ones under the starting weights (``oracle_top[1]`` is ``top1_dice_before``). Both are
+    in-sample, on the images fitted on.
+
     Holding ``w_shape`` keeps the backend prompt-sensitive: left free, a search on lesions of
     every shape may switch the shape word off."""
     check_fit_samples(samples, part, split)
@@ -100,8 +105,9 @@ def tune(backend: AppearanceBackend, samples, phrase: str = "dark oval", n_iter:
             best, best_w = d, w
     tuned = AppearanceBackend(replace(backend.params, **{k: round(float(v), 3) for k, v in zip(WEIGHTS, best_w)}))
     oracle = float(np.mean([d.max() if len(d) else 0.0 for _, d in table]))
+    top = {k: float(np.mean([d[:k].max() if len(d) else 0.0 for _, d in table])) for k in (1, 5, 10)}
     return tuned, {"phrase": phrase, "part": part, "n_images": len(samples), "ids": [s.id for s in samples],
-                   "top1_dice_before": start, "top1_dice_after": best, "oracle_dice": oracle,
+                   "top1_dice_before": start, "top1_dice_after": best, "oracle_dice": oracle, "oracle_top": top,
                    "weights": dict(zip(WEIGHTS, map(float, best_w)))}
 
 

@@ -85,7 +85,7 @@ third for a binary map (``"overlap"``, see *The APPG masks as the map* below):
 to DuSSS). m is the APPG pseudo-label of each unlabeled image (the paper's three phrases through the weight-free
 ``appearance`` backend, area filter as the static teacher's; the ``appg_masks`` stage, :func:`busnb.stages.appg_masks`,
 in the pool's order, looked up by the batch's ``index``): a phrase-conditioned map that comes from the image alone, not
-from the labeled masks the student also learns from, which is what limits the VLM's map (README, *DuSSS*).
+from the labeled masks the student also learns from, which is what limits the VLM's map (``results/RECORD.md``, *DuSSS*).
 ``fusion="overlap"`` (:func:`keep_overlapping`) keeps every candidate of {p_A > 0.5} that the map touches and drops the
 others, or keeps all when the map touches none. Why: on the final teachers of three BUSI 10 % Mean Teacher runs
 (``mean_teacher-joint_bn``, 64 px, split seeds 0-2) this rule raised the pool pseudo-labels' Dice by 0.8 / 0.9 / 2.5
@@ -116,7 +116,7 @@ of 6 runs): BUSI, from scratch, 64 px, 45 epochs, ``augment=weak``, split seeds 
 ``dusss-conf_weight``): L_u = sum_i c_i l_i / sum_i c_i over the unlabeled batch (:func:`confidence_weighted`),
 l_i the BCE + Dice of image i, c_i = the teacher's mean probability over the foreground of the label y_r it learns,
 0 for an empty label (:func:`label_confidence`). Why: on the final teachers of 15 BUSI runs this confidence ranks
-the pseudo-labels' Dice at Spearman 0.62-0.84, the text map's mean over the label at 0.14-0.52 (README, *DuSSS*;
+the pseudo-labels' Dice at Spearman 0.62-0.84, the text map's mean over the label at 0.14-0.52 (``results/RECORD.md``, *DuSSS*;
 ``pool_report``'s ``confidence``). An empty label gets no weight: every image of a lesion dataset holds a lesion
 (BUSI's normal class is not loaded), so "nothing here" from the teacher is a miss, not a label.
 
