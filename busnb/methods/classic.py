@@ -155,8 +155,8 @@ class CrossPseudoSupervision(Method):
     for ImageNet-pretrained backbones on VOC / Cityscapes. This class's former lambda = 1 reached over 1,000
     steps let the two from-scratch networks, once they had memorised the 13 labeled BUSI images, agree on a
     wrong answer for the unlabeled ones - 45 % foreground against ~9 % true - and later on empty masks; see
-    ``results/RECORD.md``, *Baselines in the same trainer*.) ``optimizer``: "shared" (default, the profile's Adam as for every
-    method of the comparison) or "paper" = SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per
+    ``results/RECORD.md``, *Baselines in the same trainer*.) ``optimizer``: "shared" (default, the profile's
+    Adam as for every method of the comparison) or "paper" = SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly(0.9) per
     iteration (both papers' schedule). Weak augmentation is the profile's ``augment="weak"`` (trainer, every
     method alike). ``pseudo_loss``: "bce" (as published) or "bce_dice".
 
