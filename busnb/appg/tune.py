@@ -104,8 +104,10 @@ def tune(backend: AppearanceBackend, samples, phrase: str = "dark oval", n_iter:
         if d > best + 1e-9:
             best, best_w = d, w
     tuned = AppearanceBackend(replace(backend.params, **{k: round(float(v), 3) for k, v in zip(WEIGHTS, best_w)}))
-    oracle = float(np.mean([d.max() if len(d) else 0.0 for _, d in table]))
-    top = {k: float(np.mean([d[:k].max() if len(d) else 0.0 for _, d in table])) for k in (1, 5, 10)}
+    def ceiling(k=None):  # mean over images of the best final mask among the k highest-scoring candidates (None: all)
+        return float(np.mean([d[:k].max() if len(d) else 0.0 for _, d in table]))
+
+    oracle, top = ceiling(), {k: ceiling(k) for k in (1, 5, 10)}
     return tuned, {"phrase": phrase, "part": part, "n_images": len(samples), "ids": [s.id for s in samples],
                    "top1_dice_before": start, "top1_dice_after": best, "oracle_dice": oracle, "oracle_top": top,
                    "weights": dict(zip(WEIGHTS, map(float, best_w)))}
