@@ -495,6 +495,30 @@ def test_mean_teacher_joint_batch_norm_passes_labeled_and_unlabeled_as_one_batch
         assert (abs(ls[0] - ls[1]) > 1e-5) is (m is joint)
 
 
+@pytest.mark.parametrize("consistency", ["unlabeled", "all"])
+def test_mean_teacher_consistency_runs_over_the_images_it_is_asked_to(arrays, consistency):
+    """``mean_teacher-all_consistency`` (the original paper): the teacher sees the labeled and the unlabeled images,
+    each with noise, and L_u is the MSE over both batches' pixels; by default (SSL4MIS) the unlabeled ones only.
+    L_u is recomputed here from the student's clean outputs and the teacher's outputs on the inputs it saw."""
+    torch.manual_seed(0)
+    m = build_method("mean_teacher-all_consistency" if consistency == "all" else "mean_teacher", TINY)
+    assert m.opts["consistency"] == consistency
+    m.total_steps, seen = 10, []
+    m.train()
+    m.teacher.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    bl, bu = _batches(arrays, n_l=2, n_u=3)
+    lu = float(m.loss(bl, bu, 0)[1]["Lu"])
+    clean = torch.cat([bl["image"], bu["image"]]) if consistency == "all" else bu["image"]
+    assert len(seen) == 1 and seen[0].shape == clean.shape
+    assert 0 < (seen[0] - clean).abs().max() <= 0.2 + 1e-6
+    with torch.no_grad():
+        p_s = torch.sigmoid(torch.cat([m.student(bl["image"]), m.student(bu["image"])]))[-len(clean):]
+        p_t = torch.sigmoid(m.teacher(seen[0]))
+    assert lu == pytest.approx(float(((p_s - p_t) ** 2).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="consistency='labeled'"):
+        build_method("mean_teacher", TINY, consistency="labeled")
+
+
 def _decoder_state(net):
     return net.net.decoder.state_dict()
 

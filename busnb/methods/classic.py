@@ -56,16 +56,24 @@ class MeanTeacher(Method):
     Measured (BUSI, 64 px, 45 epochs, ``augment=weak``, split seeds 0-2, 2.5 % and 10 %, from scratch and from
     SimCLR + restore: 12 runs, ``results/cpu-2026-11-24/d64e45*-weak/mean_teacher-release_bn*``): best validation
     Dice higher in 4 runs, lower in 6, level in 2 (mean difference -0.0002), so validation does not choose it and
-    the default stays "shared". (Test, reported only: +1.30 and +1.46 at 10 %, -0.56 and -0.87 at 2.5 %.)"""
+    the default stays "shared". (Test, reported only: +1.30 and +1.46 at 10 %, -0.56 and -0.87 at 2.5 %.)
+    ``consistency``: the images the MSE term runs over: "unlabeled" (default; SSL4MIS) or "all" (variant
+    ``mean_teacher-all_consistency``): the labeled images too, as the original paper applies its consistency cost
+    to every example of the minibatch (Tarvainen & Valpola 2017, Sec. 2); the teacher sees each labeled image
+    with its own noise draw, and the mean runs over all pixels of both batches."""
 
     name = "mean_teacher"
     needs_unlabeled = True
 
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
                  rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False,
-                 evaluate: str = "student", batch_norm: str = "shared", joint_bn: bool = False):
+                 evaluate: str = "student", batch_norm: str = "shared", joint_bn: bool = False,
+                 consistency: str = "unlabeled"):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
+        if consistency not in ("unlabeled", "all"):
+            raise ValueError(f"mean_teacher: consistency={consistency!r}; choose 'unlabeled' (SSL4MIS) or 'all' "
+                             "(the original paper: labeled images too)")
         if evaluate not in ("student", "teacher"):
             raise ValueError(f"mean_teacher: evaluate must be 'student' or 'teacher', not {evaluate!r}")
         if batch_norm not in ("shared", "release"):
@@ -74,7 +82,7 @@ class MeanTeacher(Method):
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
                          optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate,
-                         batch_norm=batch_norm, joint_bn=bool(joint_bn))
+                         batch_norm=batch_norm, joint_bn=bool(joint_bn), consistency=consistency)
 
     def eval_net(self):
         return self.teacher if self.opts["evaluate"] == "teacher" else self.student
@@ -93,9 +101,11 @@ class MeanTeacher(Method):
         x_s = x_u + input_noise(x_u, o["noise"]) if o["student_noise"] else x_u
         n = len(batch_l["image"])  # joint_bn: one student pass over labeled + unlabeled (SSL4MIS), else two
         out = forward_joint(self.student, torch.cat([batch_l["image"], x_s]), n, o["joint_bn"])
-        ls, p_s = bce_dice(out[:n], batch_l["mask"]), torch.sigmoid(out[n:].float())
+        ls = bce_dice(out[:n], batch_l["mask"])
+        x_c = torch.cat([batch_l["image"], x_u]) if o["consistency"] == "all" else x_u  # images the MSE runs over
+        p_s = torch.sigmoid(out[len(out) - len(x_c):].float())
         with torch.no_grad():
-            p_t = torch.sigmoid(self.teacher(x_u + input_noise(x_u, o["noise"])).float())
+            p_t = torch.sigmoid(self.teacher(x_c + input_noise(x_c, o["noise"])).float())
         lu = F.mse_loss(p_s, p_t)
         w = o["lambda_u"] * sigmoid_rampup(step, self.horizon(o["rampup_steps"]))
         return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach(), "w": torch.as_tensor(w, device=ls.device)}
