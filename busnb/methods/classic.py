@@ -60,7 +60,9 @@ class MeanTeacher(Method):
     ``consistency``: the images the MSE term runs over: "unlabeled" (default; SSL4MIS) or "all" (variant
     ``mean_teacher-all_consistency``): the labeled images too, as the original paper applies its consistency cost
     to every example of the minibatch (Tarvainen & Valpola 2017, Sec. 2); the teacher sees each labeled image
-    with its own noise draw, and the mean runs over all pixels of both batches."""
+    with its own noise draw, and the mean runs over all pixels of both batches. Measured from scratch (BUSI, 64 px,
+    45 epochs, ``augment=weak``, split seeds 0-2, 2.5 % and 10 %: ``results/cpu-2026-11-24/d64e45*-weak/
+    mean_teacher-all_consistency``): best validation Dice higher in 2 of 6 runs, so the default stays "unlabeled"."""
 
     name = "mean_teacher"
     needs_unlabeled = True
