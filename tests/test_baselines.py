@@ -5,6 +5,7 @@ from pathlib import Path
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -517,6 +518,38 @@ def test_mean_teacher_consistency_runs_over_the_images_it_is_asked_to(arrays, co
     assert lu == pytest.approx(float(((p_s - p_t) ** 2).mean()), rel=1e-4)
     with pytest.raises(ValueError, match="consistency='labeled'"):
         build_method("mean_teacher", TINY, consistency="labeled")
+
+
+@pytest.mark.parametrize("warmup", ["count", "mean"])
+def test_ema_warmup_forms(warmup):
+    """``ema_update``'s two warm-ups on a one-parameter network whose student takes the values 1, 2, 3, ...:
+    "mean" (Mean Teacher's code, SSL4MIS) keeps the teacher at the plain mean of the students so far until the
+    decay caps it; "count" ((t+1)/(t+10)) follows the student faster. The tensor step (captured CUDA graphs) gives
+    the same teacher as the int step."""
+    from busnb.methods.base import ema_update
+
+    nets = {k: (torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)) for k in ("int", "tensor")}
+    seen = []
+    for t in range(150):
+        for kind, (teacher, student) in nets.items():
+            with torch.no_grad():
+                student.weight.fill_(t + 1.0)
+                if t == 0:
+                    teacher.weight.fill_(-5.0)  # any start: the first update (a = 0 under "mean") overwrites it
+            ema_update(teacher, student, 0.99, torch.tensor(t) if kind == "tensor" else t, warmup=warmup)
+        seen.append(float(nets["int"][0].weight.detach()))
+        assert float(nets["tensor"][0].weight.detach()) == pytest.approx(seen[-1], rel=1e-5)
+    if warmup == "mean":
+        assert seen[0] == 1.0 and seen[49] == pytest.approx(np.mean(np.arange(1, 51)))  # mean of students 1..50
+        assert seen[98] == pytest.approx(50.0)  # a = 0.99 reached at step 99: the mean of 1..99
+        assert 50.0 < seen[149] < 150.0
+    else:
+        assert seen[0] == pytest.approx(0.1 * -5.0 + 0.9 * 1.0)  # a = 1/10 at step 0
+        assert seen[49] > np.mean(np.arange(1, 51)) + 5  # follows the recent students, not their mean
+    with pytest.raises(ValueError, match="warmup"):
+        ema_update(*nets["int"], 0.99, 0, warmup="linear")
+    m = build_method("mean_teacher-ema_mean" if warmup == "mean" else "mean_teacher", TINY)
+    assert m.opts["ema_warmup"] == warmup
 
 
 def _decoder_state(net):

@@ -36,7 +36,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {**{m: (m, {}) for m in METHODS}, **ABLA
                                          "mean_teacher-teacher": ("mean_teacher", {"evaluate": "teacher"}),
                                          "mean_teacher-release_bn": ("mean_teacher", {"batch_norm": "release"}),
                                          "mean_teacher-joint_bn": ("mean_teacher", {"joint_bn": True}),
-                                         "mean_teacher-all_consistency": ("mean_teacher", {"consistency": "all"})}
+                                         "mean_teacher-all_consistency": ("mean_teacher", {"consistency": "all"}),
+                                         "mean_teacher-ema_mean": ("mean_teacher", {"ema_warmup": "mean"})}
 VARIANTS.update({"dusss": ("dusss", {}), **ABLATION_DUSSS})
 
 # The baseline comparison (`busnb run --variants baselines`; 06_results: one table per dataset and ratio)

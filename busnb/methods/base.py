@@ -114,18 +114,28 @@ class Supervised(Method):
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step) -> None:
-    """theta_T <- a theta_T + (1 - a) theta_S with a = min(decay, (step + 1) / (step + 10)) (Tarvainen &
-    Valpola 2017: a short warm-up), buffers (BN statistics) copied from the student. ``step`` may be an int
-    or a 0-dim device tensor (captured CUDA graph)."""
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step, warmup: str = "count") -> None:
+    """theta_T <- a theta_T + (1 - a) theta_S, buffers (BN statistics) copied from the student. The decay warms
+    up to ``decay``:
+
+    * ``warmup="count"`` (default; every EMA teacher of this repo): a = min(decay, (step + 1) / (step + 10)), the
+      num_updates form of TensorFlow's ``ExponentialMovingAverage``. It reaches 0.99 only at step 891.
+    * ``warmup="mean"``: a = min(decay, 1 - 1 / (step + 1)), the form of Mean Teacher's own code (Tarvainen &
+      Valpola 2017) and of SSL4MIS: the teacher is the plain mean of every student so far until the exponential
+      average takes over (0.99 from step 99).
+
+    ``step`` may be an int or a 0-dim device tensor (captured CUDA graph)."""
+    if warmup not in ("count", "mean"):
+        raise ValueError(f"ema_update: warmup={warmup!r}; choose 'count' ((t+1)/(t+10)) or 'mean' (1 - 1/(t+1))")
     tp = [p for p in teacher.parameters()]
     sp = [p.detach() for p in student.parameters()]
     if torch.is_tensor(step):
-        a = torch.clamp((step.float() + 1) / (step.float() + 10), max=decay)
+        t = step.float()
+        a = torch.clamp((t + 1) / (t + 10) if warmup == "count" else 1 - 1 / (t + 1), max=decay)
         torch._foreach_mul_(tp, a)
         torch._foreach_add_(tp, torch._foreach_mul(sp, 1 - a))
     else:
-        a = min(decay, (step + 1) / (step + 10))
+        a = min(decay, (step + 1) / (step + 10) if warmup == "count" else 1 - 1 / (step + 1))
         torch._foreach_mul_(tp, a)
         torch._foreach_add_(tp, sp, alpha=1 - a)
     tb, sb = list(teacher.buffers()), list(student.buffers())

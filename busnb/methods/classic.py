@@ -31,7 +31,9 @@ class MeanTeacher(Method):
     2 noise) (noise 0.1): the student sees the unlabeled images clean and only the teacher's input is perturbed, as
     SSL4MIS does (``student_noise=True``: the student's input gets its own draw n' too, the original paper's form and
     this class's default until the 2026-11-24 session; variant ``mean_teacher-student_noise``); teacher = EMA of the
-    student, decay a = min(ema_decay, (t + 1) / (t + 10)), ema_decay 0.99; w(t) = lambda_u * exp(-5 (1 - t / T)^2)
+    student, decay a = min(ema_decay, (t + 1) / (t + 10)) (``ema_warmup="count"``, as every EMA teacher here;
+    ``"mean"``, variant ``mean_teacher-ema_mean``: a = min(ema_decay, 1 - 1 / (t + 1)), the form of SSL4MIS and of
+    the paper's code, :func:`busnb.methods.base.ema_update`), ema_decay 0.99; w(t) = lambda_u * exp(-5 (1 - t / T)^2)
     (the paper's sigmoid ramp-up), lambda_u = 0.1, T = ``rampup_steps`` or, when None, the whole run (SSL4MIS:
     200 x 150 of its 30,000 iterations). SSL4MIS's supervised loss is 0.5 (CE + Dice), this repo's BCE + Dice, so
     its 0.1 weighs the consistency at least twice as much against L_s; ``lambda_u=0.2`` was measured (BUSI, 64 px,
@@ -70,7 +72,7 @@ class MeanTeacher(Method):
     def __init__(self, make_net, lambda_u: float = 0.1, ema_decay: float = 0.99, noise: float = 0.1,
                  rampup_steps: int | None = None, optimizer: str = "shared", student_noise: bool = False,
                  evaluate: str = "student", batch_norm: str = "shared", joint_bn: bool = False,
-                 consistency: str = "unlabeled"):
+                 consistency: str = "unlabeled", ema_warmup: str = "count"):
         super().__init__(make_net)
         paper_or_shared(optimizer, SSL4MIS_SGD, "mean_teacher")
         if consistency not in ("unlabeled", "all"):
@@ -78,13 +80,17 @@ class MeanTeacher(Method):
                              "(the original paper: labeled images too)")
         if evaluate not in ("student", "teacher"):
             raise ValueError(f"mean_teacher: evaluate must be 'student' or 'teacher', not {evaluate!r}")
+        if ema_warmup not in ("count", "mean"):
+            raise ValueError(f"mean_teacher: ema_warmup={ema_warmup!r}; choose 'count' ((t+1)/(t+10)) or 'mean' "
+                             "(1 - 1/(t+1), SSL4MIS)")
         if batch_norm not in ("shared", "release"):
             raise ValueError(f"mean_teacher: batch_norm={batch_norm!r}; choose 'shared' (teacher in eval mode) or "
                              "'release' (teacher on its batch's statistics, as SSL4MIS)")
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.opts = dict(lambda_u=lambda_u, ema_decay=ema_decay, noise=noise, rampup_steps=rampup_steps,
                          optimizer=optimizer, student_noise=bool(student_noise), evaluate=evaluate,
-                         batch_norm=batch_norm, joint_bn=bool(joint_bn), consistency=consistency)
+                         batch_norm=batch_norm, joint_bn=bool(joint_bn), consistency=consistency,
+                         ema_warmup=ema_warmup)
 
     def eval_net(self):
         return self.teacher if self.opts["evaluate"] == "teacher" else self.student
@@ -113,7 +119,7 @@ class MeanTeacher(Method):
         return ls + w * lu, {"Ls": ls.detach(), "Lu": lu.detach(), "w": torch.as_tensor(w, device=ls.device)}
 
     def after_step(self, step):
-        ema_update(self.teacher, self.student, self.opts["ema_decay"], step)
+        ema_update(self.teacher, self.student, self.opts["ema_decay"], step, self.opts["ema_warmup"])
 
 
 def input_noise(x: torch.Tensor, sd: float) -> torch.Tensor:
