@@ -157,7 +157,8 @@ def fit_on_labeled(backend: AppearanceBackend, samples, split: dict, ratio: floa
     starting weights on those images; otherwise ``backend`` comes back unchanged. The report's ``adopted`` says
     which. (On BUSI, split seed 0, the search gains 0.03 / 0.11 in-sample at 10 / 2.5 % and loses 0.04 out of
     sample: results/RECORD.md, *Fitting the score on labeled images does not generalise*.) ``cv_folds=0`` skips the
-    check and always returns the fitted weights."""
+    check and always returns the fitted weights. ``table``: the labeled images' :func:`candidate_table`, when
+    already computed (it is then not recomputed; its rows must follow the labeled images' order)."""
     from ..splits import subsets
 
     labeled = subsets(samples, split, ratio)["labeled"]
