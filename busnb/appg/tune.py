@@ -72,8 +72,13 @@ def candidate_table(backend: AppearanceBackend, samples, phrase: str, progress: 
     return out
 
 
+def top1_each(table, weights: np.ndarray) -> np.ndarray:
+    """Per image: the Dice of the candidate that ``weights`` score highest (0 for an image without candidates)."""
+    return np.array([d[np.argmax(F @ weights)] if len(d) else 0.0 for F, d in table], float)
+
+
 def top1_dice(table, weights: np.ndarray) -> float:
-    return float(np.mean([d[np.argmax(F @ weights)] if len(d) else 0.0 for F, d in table]))
+    return float(top1_each(table, weights).mean())
 
 
 def _search(table, start_w: np.ndarray, hold: np.ndarray, n_iter: int, rng) -> tuple[np.ndarray, float]:
@@ -105,9 +110,8 @@ def cross_validate(table, start_w: np.ndarray, hold: np.ndarray, n_iter: int, fo
     for k in range(folds):
         fit = [t for t, g in zip(table, group) if g != k]
         w, _ = _search(fit, start_w, hold, n_iter, np.random.default_rng(seed + 1 + k))
-        for i in np.nonzero(group == k)[0]:
-            F, d = table[i]
-            out[i] = d[np.argmax(F @ w)] if len(d) else 0.0
+        held = np.nonzero(group == k)[0]
+        out[held] = top1_each([table[i] for i in held], w)
     return {"folds": folds, "fitted": float(out.mean()), "defaults": top1_dice(table, start_w),
             "per_image": out.tolist(), "fold_of": group.tolist()}
 
