@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.busnb-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test venv run-cpu run-gpu baselines-cpu strip clean
+.PHONY: demo test venv run-cpu run-gpu baselines-cpu device-sweep strip clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,20 @@ run-gpu: $(STAMP)
 # the README's baseline comparison on BUSI (hours on 2 CPU cores): one table per labeled ratio
 baselines-cpu: $(STAMP)
 	$(BIN)/busnb run --profile cpu --notebooks 05 06 --variants baselines dual_teacher --ratios 2.5 10 --seeds 0
+
+# On a GPU machine lent for a few minutes, with busnb importable (README, *Speed*): pseudo-label the dataset on every
+# CPU core, run the sweep for at most DEVICE_SECONDS (finished runs are kept, unfinished ones dropped), and pack the
+# runs' small text files into $(OUT)/device-sweep.tar.gz (no checkpoints). No venv: it uses the machine's Python.
+DEVICE_SWEEP   ?= --profile gpu --variants supervised +static dual_teacher --ratios 2.5 --seeds 0 1 2 --per-gpu 9
+DEVICE_DATASET ?= busi
+DEVICE_SECONDS ?= 420
+DEVICE_RUNS    ?= runs/device-sweep
+OUT            ?= runs/device-out
+device-sweep:
+	-nvidia-cuda-mps-control -d 2>/dev/null
+	$(PYTHON) -m busnb pseudo-label --dataset $(DEVICE_DATASET) --part all --workers 0
+	-timeout $(DEVICE_SECONDS) $(PYTHON) -m busnb sweep $(DEVICE_SWEEP) --dataset $(DEVICE_DATASET) --out $(DEVICE_RUNS)
+	$(PYTHON) -m busnb.results --pack $(DEVICE_RUNS) $(OUT)/device-sweep.tar.gz
 
 # strip outputs before committing notebooks
 strip: $(STAMP)

@@ -538,11 +538,49 @@ def markdown_summary(run_dir) -> str:
     return "\n\n".join(out) + "\n"
 
 
+# What ``pack`` keeps of a run folder: the small text files a README table is built from, and the logs.
+PACKED = ("metrics.json", "history.json", "run.json", "test_per_image.csv", "pool_report.json", "sweep.json",
+          "config.json", "inputs.json", "result.json")
+
+
+def pack(src: str | Path, archive: str | Path) -> list[str]:
+    """Write the small text files of every run below ``src`` (:data:`PACKED` and ``*.log``; never checkpoints,
+    caches or data) into the gzipped tar ``archive``, paths relative to ``src``, atomically; returns their paths.
+
+    For a remote GPU machine that sends back only a few files (``make device-sweep``): one archive carries a whole
+    sweep, and ``tar xzf`` in ``results/<folder>`` gives the layout ``python -m busnb.results`` reads."""
+    import tarfile
+
+    from .atomic import atomic_path
+
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"pack: {src} is not a folder. Fix: pass the sweep or run folder (busnb sweep --out).")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and (p.name in PACKED or p.suffix == ".log"))
+    if not files:
+        raise FileNotFoundError(f"pack: no run files ({', '.join(PACKED[:3])}, ...) below {src}. "
+                                "Fix: pass the folder a sweep or run wrote.")
+    names = [str(p.relative_to(src)) for p in files]
+    with atomic_path(archive) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p, name in zip(files, names):
+                tar.add(p, arcname=name, recursive=False)
+    return names
+
+
 if __name__ == "__main__":
     import sys
 
     args = sys.argv[1:]
-    if args[:1] == ["--by-folder"]:
+    if args[:1] == ["--pack"]:
+        if len(args) != 3:
+            sys.exit("--pack: Fix: python -m busnb.results --pack RUN_OR_SWEEP_DIR ARCHIVE.tar.gz")
+        try:
+            names = pack(args[1], args[2])
+        except FileNotFoundError as e:
+            sys.exit(f"error: {e}")
+        print(f"packed {len(names)} files of {args[1]} into {args[2]}")
+    elif args[:1] == ["--by-folder"]:
         t = folder_table(args[1] if len(args) > 1 else "results")
         print(t.to_markdown(disable_numparse=True) if not t.empty else "no metrics.json below any sub-folder")
     elif args[:1] == ["--by-size"]:

@@ -294,3 +294,42 @@ def test_grid_table_lays_rows_against_settings_with_paired_differences(tmp_path)
     assert "10 %, scratch" in out and "10 %, ssl" in out and "(+2.00, 1/2)" in out and "supervised" not in out
     bad = subprocess.run([sys.executable, "-m", "busnb.results", "--grid", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode != 0 and "LABEL=VALUE" in bad.stderr
+
+
+def test_pack_keeps_the_run_text_files_and_leaves_checkpoints_behind(tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    from busnb.results import collect, pack
+
+    src = tmp_path / "sweep"
+    _write(src, "supervised", 2.5, 0, 0.60)
+    _write(src, "dual_teacher", 2.5, 0, 0.70)
+    run = src / "supervised-busi-r2.5-s0"
+    for name in ("history.json", "run.json", "test_per_image.csv"):
+        (run / name).write_text("{}")
+    for name in ("best.pt", "last.pt", "pred.png"):  # checkpoints and images stay behind
+        (run / name).write_bytes(b"\0" * 64)
+    (src / "logs").mkdir()
+    (src / "logs" / "supervised-busi-r2.5-s0.log").write_text("epoch 1\n")
+    (src / "sweep.json").write_text("{}")
+    archive = tmp_path / "out" / "device-sweep.tar.gz"
+    names = pack(src, archive)
+    with tarfile.open(archive) as tar:
+        members = sorted(tar.getnames())
+        tar.extractall(tmp_path / "back", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    assert members == sorted(names) == sorted([
+        "dual_teacher-busi-r2.5-s0/metrics.json", "logs/supervised-busi-r2.5-s0.log", "sweep.json",
+        "supervised-busi-r2.5-s0/history.json", "supervised-busi-r2.5-s0/metrics.json",
+        "supervised-busi-r2.5-s0/run.json", "supervised-busi-r2.5-s0/test_per_image.csv"])
+    back = collect(tmp_path / "back").set_index("method")["dice"].to_dict()
+    assert back == {"dual_teacher": 0.70, "supervised": 0.60}  # the unpacked tree is read like the sweep folder
+    assert [p.name for p in archive.parent.iterdir()] == ["device-sweep.tar.gz"]  # written atomically, no leftovers
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no run files"):
+        pack(tmp_path / "empty", tmp_path / "x.tar.gz")
+    r = subprocess.run([sys.executable, "-m", "busnb.results", "--pack", str(tmp_path / "missing"),
+                        str(tmp_path / "y.tar.gz")], capture_output=True, text=True)
+    assert r.returncode != 0 and "is not a folder" in r.stderr and not (tmp_path / "y.tar.gz").exists()
