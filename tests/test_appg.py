@@ -479,3 +479,18 @@ def test_family_chart_legend_matches_bars_and_area_plot_has_colorbar():
     fig = plot_pseudo_label_quality(q, 0.01)
     assert len(fig.axes) == 3  # histogram, scatter, colour bar
     assert len(fig.axes[1].get_yticks()) >= 3 and len(fig.axes[1].get_xticks()) >= 3
+
+
+def test_quality_summary_splits_dice_into_finding_and_outlining():
+    import pandas as pd
+
+    df = pd.DataFrame({"id": list("abcd"), "class": ["benign", "benign", "benign", "malignant"],
+                       "kept": [True, True, False, True], "area": 0.1, "gt_area": 0.1,
+                       "dice": [0.8, 0.6, 0.1, 0.5], "iou": 0.5, "box_hit": [True, True, False, True],
+                       "seconds": 1.0, "confidence": 0.5})
+    s = quality_summary(df)
+    assert s.loc["benign", "dice_box_hit"] == pytest.approx(0.7) and s.loc["benign", "dice_box_miss"] == pytest.approx(0.1)
+    assert s.loc["all", "dice_box_hit"] == pytest.approx(0.6333333) and s.loc["all", "box_hit_rate"] == 0.75
+    a = s.loc["all"]  # the two parts make up dice_all
+    assert a["box_hit_rate"] * a["dice_box_hit"] + (1 - a["box_hit_rate"]) * a["dice_box_miss"] == pytest.approx(a["dice_all"])
+    assert np.isnan(s.loc["malignant", "dice_box_miss"])  # no miss in that class: no mean, not 0

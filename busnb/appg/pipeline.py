@@ -212,13 +212,20 @@ def quality_table(labels: PseudoLabels, samples):
 
 
 def quality_summary(df) -> "pd.DataFrame":
-    """Per class and overall: images, keep rate, box hit rate, Dice of all masks and of kept masks."""
+    """Per class and overall: images, keep rate, box hit rate, Dice of all masks and of kept masks, and Dice of
+    all masks split by whether the box holds the lesion's centre (``dice_box_hit`` / ``dice_box_miss``: finding the
+    lesion and outlining it, the two parts of ``dice_all``)."""
     import pandas as pd
+
+    def mean(x):
+        return x.mean() if len(x) else np.nan
 
     def agg(g):
         kept = g[g["kept"]]
+        hit = g["box_hit"].astype(bool)
         return pd.Series({"images": len(g), "keep_rate": g["kept"].mean(), "box_hit_rate": g["box_hit"].mean(),
                           "dice_all": g["dice"].mean(), "dice_kept": kept["dice"].mean() if len(kept) else np.nan,
+                          "dice_box_hit": mean(g["dice"][hit]), "dice_box_miss": mean(g["dice"][~hit]),
                           "iou_kept": kept["iou"].mean() if len(kept) else np.nan,
                           "confidence": g["confidence"].mean(), "seconds_per_image": g["seconds"].mean()})
 
