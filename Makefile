@@ -39,7 +39,7 @@ baselines-cpu: $(STAMP)
 # runs' small text files into $(OUT)/device-sweep.tar.gz (no checkpoints). No venv: it uses the machine's Python.
 DEVICE_SWEEP   ?= --profile gpu --variants supervised +static dual_teacher --ratios 2.5 --seeds 0 1 2 --per-gpu 9
 DEVICE_DATASET ?= busi
-DEVICE_SECONDS ?= 420
+DEVICE_SECONDS ?= 460
 DEVICE_RUNS    ?= runs/device-sweep
 OUT            ?= runs/device-out
 device-sweep:
