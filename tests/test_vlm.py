@@ -690,3 +690,34 @@ def test_refined_images_lists_the_images_whose_label_the_refinement_changes():
     assert refined_images(FixedLabels(labels), arrays, batch=2) == [1, 2]
     with pytest.raises(ValueError, match="no map"):
         refined_images(FixedLabels(labels, vlm=False), arrays)
+
+
+def test_grounding_text_is_encoded_in_the_order_the_committed_runs_drew_it(phantom_small, tmp_path, monkeypatch):
+    """The text encoder's dropout draws from the same generator as the grounding batches, so where the phrases are
+    encoded decides every later random number. With the pool term on they are encoded before any grounding batch is
+    drawn (the order of the runs of ``dusss-appg_grounding`` committed under ``results/``), with the labeled term
+    alone after its batch (the order of every run made before the pool term existed). Either way once per step."""
+    import busnb.vlm.pretrain as P
+    from busnb.config import get_profile
+    from busnb.vlm.texts import BACKGROUND_PHRASE, LESION_PHRASES
+
+    parts = {"labeled": phantom_small[:2], "unlabeled": phantom_small[2:8], "split_name": "phantom-test"}
+    prof = get_profile("smoke", image_size=32)
+    events = []
+    flip, encode = P.flip_pair, VLM.encode_text
+    monkeypatch.setattr(P, "flip_pair", lambda x, y: events.append("batch") or flip(x, y))
+
+    def logged_encode(self, ids, mask, **kw):
+        phrases = self.text.tokenize([*LESION_PHRASES, BACKGROUND_PHRASE])["input_ids"]
+        if ids.shape == phrases.shape and torch.equal(ids.cpu(), phrases):
+            events.append("phrases")
+        return encode(self, ids, mask, **kw)
+
+    monkeypatch.setattr(VLM, "encode_text", logged_encode)
+    params = dict(dim=16, text_hidden=16, text_layers=1, batch=6, epochs=1, depth=3)
+    P.pretrain_vlm({**params, "pool_grounding": "appg"}, parts, prof, tmp_path / "pool", progress=False,
+                   device="cpu", pseudo=SegArrays(parts["unlabeled"][:3], 32))
+    assert events[:3] == ["phrases", "batch", "batch"]  # one step: phrases, labeled batch, pool batch
+    events.clear()
+    P.pretrain_vlm({**params, "pool_grounding": "none"}, parts, prof, tmp_path / "lab", progress=False, device="cpu")
+    assert events[:2] == ["batch", "phrases"]

@@ -211,6 +211,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     grounded = ([("ground", lab_img, lab_mask)] if ground else []) + (
         [("ground_pool", pseudo.images, pseudo.masks)] if p["pool_grounding"] == "appg" and len(pseudo) else [])
     grounded = [(k, x.to(dev).float() / 255.0, y.to(dev)) for k, x, y in grounded]
+    pool_term = any(k == "ground_pool" for k, _, _ in grounded)
     if grounded:
         g_tok = vlm.text.tokenize([*LESION_PHRASES, BACKGROUND_PHRASE])
         g_ids, g_mask = g_tok["input_ids"].to(dev), g_tok["attention_mask"].to(dev)
@@ -233,7 +234,11 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
             s1, s2 = s1.to(dev), s2.to(dev)
             loss, logs = dcl_loss(vlm, random_view(x), random_view(x), t_ids[s1], t_mask[s1], t_ids[s2], t_mask[s2],
                                   dcl=p["dcl"], sss=p["sss"], sss_tau=p["sss_tau"], sss_alpha=p["sss_alpha"])
-            tg = None  # the phrase embeddings, encoded once per step when a grounding term needs them
+            # the phrase embeddings, once per step. The text encoder's dropout draws from the same generator as the
+            # grounding batches, so where they are encoded fixes every later draw: with the pool term on, before any
+            # grounding batch (the order of the committed dusss-appg_grounding runs, made at d2499d2); with the
+            # labeled term alone, after its batch (the order of every run made before the pool term existed)
+            tg = vlm.encode_text(g_ids, g_mask)["g"] if pool_term else None
             for name, gx, gy in grounded:
                 j = torch.randint(len(gx), (p["grounding_batch"],)).to(dev)
                 xg, yg = flip_pair(gx[j], gy[j])
@@ -257,7 +262,7 @@ def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool =
     torch_save({"net": {k: v.detach().cpu() for k, v in vlm.state_dict().items()}, "params": p}, out / "best.pt")
     return {"epochs": epochs, "params": p, "first": history[0] if history else None,
             "final": history[-1] if history else None, "calibration": cal, "n_images": len(pool),
-            "n_sentences": len(table.sentences), **({"n_pool_grounded": len(pseudo)} if any(k == "ground_pool" for k, _, _ in grounded) else {})}
+            "n_sentences": len(table.sentences), **({"n_pool_grounded": len(pseudo)} if pool_term else {})}
 
 
 def pretrained_vlm(parts: dict, profile, seed: int, progress: bool = True, device: str = "auto",
