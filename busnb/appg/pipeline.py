@@ -217,16 +217,16 @@ def quality_summary(df) -> "pd.DataFrame":
     lesion and outlining it, the two parts of ``dice_all``)."""
     import pandas as pd
 
-    def mean(x):
+    def mean(x):  # NaN, not 0, for a group with no such image
         return x.mean() if len(x) else np.nan
 
     def agg(g):
         kept = g[g["kept"]]
         hit = g["box_hit"].astype(bool)
         return pd.Series({"images": len(g), "keep_rate": g["kept"].mean(), "box_hit_rate": g["box_hit"].mean(),
-                          "dice_all": g["dice"].mean(), "dice_kept": kept["dice"].mean() if len(kept) else np.nan,
+                          "dice_all": g["dice"].mean(), "dice_kept": mean(kept["dice"]),
                           "dice_box_hit": mean(g["dice"][hit]), "dice_box_miss": mean(g["dice"][~hit]),
-                          "iou_kept": kept["iou"].mean() if len(kept) else np.nan,
+                          "iou_kept": mean(kept["iou"]),
                           "confidence": g["confidence"].mean(), "seconds_per_image": g["seconds"].mean()})
 
     parts = {c: agg(g) for c, g in df.groupby("class")}

@@ -129,13 +129,14 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step, warmu
         raise ValueError(f"ema_update: warmup={warmup!r}; choose 'count' ((t+1)/(t+10)) or 'mean' (1 - 1/(t+1))")
     tp = [p for p in teacher.parameters()]
     sp = [p.detach() for p in student.parameters()]
+    t = step.float() if torch.is_tensor(step) else step
+    a = (t + 1) / (t + 10) if warmup == "count" else 1 - 1 / (t + 1)
     if torch.is_tensor(step):
-        t = step.float()
-        a = torch.clamp((t + 1) / (t + 10) if warmup == "count" else 1 - 1 / (t + 1), max=decay)
+        a = torch.clamp(a, max=decay)
         torch._foreach_mul_(tp, a)
         torch._foreach_add_(tp, torch._foreach_mul(sp, 1 - a))
     else:
-        a = min(decay, (step + 1) / (step + 10) if warmup == "count" else 1 - 1 / (step + 1))
+        a = min(decay, a)
         torch._foreach_mul_(tp, a)
         torch._foreach_add_(tp, sp, alpha=1 - a)
     tb, sb = list(teacher.buffers()), list(student.buffers())
