@@ -77,3 +77,35 @@ def test_bench_smoke_writes_table(tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert [r["method"] for r in data["rows"]][1:] == ["supervised", "dual_teacher"]
     assert all(r["trainer_ms"] > 0 and r["plain_ms"] > 0 for r in rows[1:]) and data["device"].startswith("cpu")
+
+
+# The GPU machine's image has torch, transformers, timm, scikit-image, scipy and pandas, but none of these
+# (README, *Speed*: `make device-sweep` carries only segmentation-models-pytorch as a wheel).
+NOT_ON_THE_GPU_IMAGE = ("lightly", "monai", "ray", "segment_anything", "papermill", "nbformat", "nbclient")
+NOTEBOOK_TOOLS = ("busnb.nbstrip",)  # strips notebooks for commits: nbformat is its whole job, never run there
+
+
+def test_every_module_imports_without_the_packages_the_gpu_image_lacks():
+    """Each of these is used lazily, inside the function that needs it; a top-level import of one would break
+    `make device-sweep` on the lent GPU machine, where no package can be installed from the network."""
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib, pkgutil, sys
+BLOCK = {set(NOT_ON_THE_GPU_IMAGE)!r}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ImportError("not on the GPU image: " + name)
+sys.meta_path.insert(0, Block())
+import busnb
+names = [m.name for m in pkgutil.walk_packages(busnb.__path__, "busnb.") if not m.name.endswith("__main__") and m.name not in {NOTEBOOK_TOOLS!r}]
+for name in names:
+    importlib.import_module(name)
+assert not BLOCK & {{m.split(".")[0] for m in sys.modules}}, "imported a blocked package"
+print(len(names))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) > 40  # every module was walked, not an empty package
