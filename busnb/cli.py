@@ -23,8 +23,31 @@ def cmd_run(a) -> int:
 
     run_dir = run_profile(a.profile, notebooks=a.notebooks, extra=_kv(a.param), out=a.out, variants=a.variants,
                           ratios=a.ratios, seeds=a.seeds)
-    print(f"\nResults: {run_dir}\n  metrics: {run_dir}/results.json\n  figures: {run_dir}/figures (copied to figures/)")
+    lines = [f"\nResults: {run_dir}"]
+    if (run_dir / "results.json").is_file():
+        lines.append(f"  metrics: {run_dir}/results.json")
+    if (run_dir / "figures").is_dir():
+        lines.append(f"  figures: {run_dir}/figures (copied to figures/)")
+    print("\n".join(lines))
     return 0
+
+
+def _did_you_mean(name: str, choices) -> str:
+    """'' or "; did you mean 'x'?" for the closest of ``choices`` to a mistyped ``name``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative; seeds are whole numbers >= 0")
+    return v
 
 
 def _train_kwargs(a) -> dict:
@@ -41,20 +64,24 @@ def _train_kwargs(a) -> dict:
 def cmd_train(a) -> int:
     from .config import check_overrides, get_profile
     from .experiment import run_experiment, run_name
-    from .methods import VARIANTS
+    from .methods import VARIANTS, check_method_kwargs
+    from .models import check_device
     from .paths import runs_dir
     from .splits import split_name
 
     overrides = check_overrides(a.profile, _kv(a.set))  # before any data is loaded
     if a.method not in VARIANTS:
-        raise ValueError(f"unknown method {a.method!r}; choose one of {sorted(VARIANTS)}")
+        raise ValueError(f"unknown method {a.method!r}{_did_you_mean(a.method, VARIANTS)}; choose one of "
+                         f"{sorted(VARIANTS)}")
+    check_method_kwargs(a.method, _kv(a.method_arg))
+    check_device(a.device or "auto")
     prof = get_profile(a.profile, **overrides)
     if prof.ndim == 3:  # volumes: the 3D phantom through busnb.vol (same trainer, 3D networks and metrics)
         return _train_3d(a, prof)
     dataset = a.dataset or prof.dataset
     out = a.out or runs_dir() / f"train-{prof.name}" / run_name(a.method, split_name(dataset, a.root, phantom=prof.phantom), a.ratio, a.seed)
     r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg),
-                       force=a.force, train_kwargs=_train_kwargs(a))
+                       force=a.force, retrain=a.force, train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
     print(f"written to {out}")
     return 0
@@ -69,7 +96,7 @@ def _train_3d(a, prof) -> int:
                          "datasets (use a 2D profile for them)")
     out = a.out or runs_dir() / f"train-{prof.name}" / f"{a.method}-phantom3d-r{a.ratio:g}-s{a.seed}"
     r = run_volume_experiment(prof, a.method, a.ratio, a.seed, out, method_kwargs=_kv(a.method_arg), force=a.force,
-                              train_kwargs=_train_kwargs(a))
+                              retrain=a.force, train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
     print(f"written to {out}")
     return 0
@@ -94,6 +121,17 @@ def cmd_splits(a) -> int:
     return 0
 
 
+# what rerunning an interrupted command does (the CLI says it on Ctrl-C)
+RESUME = {
+    "train": "rerun the same command to resume from the last finished epoch",
+    "sweep": "rerun the same command: finished runs are skipped, unfinished ones resume from their last epoch",
+    "run": "rerun the same command: finished training runs are reused, unfinished ones resume",
+    "pseudo-label": "rerun the same command: the images already labeled are kept in the cache",
+    "pretrain": "rerun the same command to resume from the last finished epoch",
+    "vlm-pretrain": "rerun the same command to resume from the last finished epoch",
+}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="busnb", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -110,17 +148,30 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", type=int, nargs="+", help="split/training seeds (default: the profile's)")
     r.set_defaults(fn=cmd_run)
 
-    t = sub.add_parser("train", help="train and test one method on one split")
-    t.add_argument("--profile", default="smoke")
-    t.add_argument("--method", default="supervised")
-    t.add_argument("--dataset")
+    t = sub.add_parser(
+        "train", help="train and test one method on one split",
+        description="Train one method on one labeled ratio of one split, select the epoch on validation Dice,\n"
+        "score it once on test. The same command on a finished run reuses it; an interrupted one resumes.",
+        epilog="examples:\n  busnb train --profile smoke --method dual_teacher --ratio 10 --seed 0\n"
+        "  busnb train --profile cpu --method supervised --ratio 2.5 --seed 1 --set epochs=45 --set augment=weak\n"
+        "  busnb train --profile cpu --method dusss --method-arg lambda_u=1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--profile", default="smoke", help="smoke | demo | cpu | gpu | scratch | smoke3d | phantom3d "
+                   "(README, Profiles; default: smoke)")
+    t.add_argument("--method", default="supervised", help="a method or variant, e.g. supervised, +static, "
+                   "dual_teacher, mean_teacher, cps, bcp, dual_uncertainty, dusss (default: supervised; an unknown "
+                   "name lists them all)")
+    t.add_argument("--dataset", help="busi, busbra, udiat, folder, phantom (default: the profile's)")
     t.add_argument("--root", help="dataset folder (default: found automatically)")
-    t.add_argument("--ratio", type=float, default=2.5)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out")
-    t.add_argument("--set", action="append", help="profile override key=value, e.g. epochs=5")
-    t.add_argument("--method-arg", action="append", help="method option key=value")
-    t.add_argument("--force", action="store_true", help="retrain into a folder that holds a different run")
+    t.add_argument("--ratio", type=float, default=2.5, help="labeled %% of the train pool: 2.5, 10, 20 or 100 "
+                   "(default: 2.5)")
+    t.add_argument("--seed", type=_nonneg_int, default=0, help="split seed = training seed (default: 0)")
+    t.add_argument("--out", help="run folder (default: runs/train-<profile>/<method>-<dataset>-r<ratio>-s<seed>)")
+    t.add_argument("--set", action="append", help="profile override key=value, e.g. epochs=5 (repeatable)")
+    t.add_argument("--method-arg", action="append", help="method option key=value, e.g. lambda_u=1 (repeatable; "
+                   "checked against the method's options before anything runs)")
+    t.add_argument("--force", action="store_true", help="delete the run in --out (the same run, an unfinished or "
+                   "a different one) and train anew; cached stages are reused")
     t.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: auto)")
     t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 on GPUs)")
     t.add_argument("--no-capture", action="store_true", help="do not capture the training step as a CUDA graph")
@@ -147,13 +198,16 @@ def main(argv=None) -> int:
             continue
         getattr(module, fn)(sub)
 
-    a = p.parse_args(argv)
-    if a.debug:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted before or after the sub-command
+    a = p.parse_args([x for x in argv if x != "--debug"])
+    if debug:
         return a.fn(a)
     try:
         return a.fn(a)
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume from the last finished epoch", file=sys.stderr)
+        print(f"\ninterrupted: {RESUME.get(a.cmd, 'nothing is left half-written; rerun the same command')}",
+              file=sys.stderr)
         return 130
     except Exception as e:  # user-facing: one line, not a traceback
         from .errors import is_user_error

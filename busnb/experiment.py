@@ -22,7 +22,7 @@ from .atomic import write_json
 from .config import Profile
 from .data import load_dataset
 from .data.tensors import SegArrays
-from .methods import VARIANTS, build_method
+from .methods import VARIANTS, build_method, check_method_kwargs
 from .models import build_model
 from .provenance import snapshot
 from .rundir import PUBLISHED_STAGES, RunLock, check_identity, clean_tmp
@@ -92,14 +92,15 @@ def run_identity(profile: Profile, variant: str, parts: dict, method_kwargs: dic
 def run_experiment(profile: Profile, method: str = "supervised", dataset: str | None = None, ratio: float = 2.5,
                    seed: int = 0, out_dir: str | Path = "runs/train", root=None, method_kwargs: dict | None = None,
                    progress: bool = True, parts: dict | None = None, force: bool = False,
-                   train_kwargs: dict | None = None) -> dict:
+                   train_kwargs: dict | None = None, retrain: bool = False) -> dict:
     """Train ``method`` (a method or variant name) on the ``ratio`` % split, select on val, score on test.
 
     ``train_kwargs`` go to :class:`busnb.train.TrainConfig` (device, amp, capture, ...: speed, not results).
     A finished run with the same identity is returned as stored; ``force`` retrains a folder that holds a
-    different run."""
+    different run; ``retrain`` (``busnb train --force``) retrains whatever the folder holds."""
     if method not in VARIANTS:
         raise ValueError(f"unknown method or variant {method!r}; choose one of {sorted(VARIANTS)}")
+    check_method_kwargs(method, method_kwargs)  # before anything is written into the run folder
     parts = parts or prepare(profile, dataset, ratio, seed, root, progress=progress)
     if VARIANTS[method][0] != "supervised" and not parts["unlabeled"]:
         raise ValueError(f"'{method}' is semi-supervised but ratio {ratio:g} % leaves no unlabeled images; "
@@ -108,10 +109,10 @@ def run_experiment(profile: Profile, method: str = "supervised", dataset: str | 
     identity = run_identity(profile, method, parts, method_kwargs)
     with RunLock(out):
         clean_tmp(out, quiet=not progress)
-        state = check_identity(out, identity, force, info={"root": parts.get("root")})
+        state = check_identity(out, identity, force, info={"root": parts.get("root")}, retrain=retrain)
         if state == "finished":
             if progress:
-                print(f"{out}: finished run with the same data, settings and code: reused (--force retrains)")
+                print(f"{out}: finished run with the same data, settings and code: reused (--force trains it anew)")
             return json.loads((out / "metrics.json").read_text())
         built = resolve_encoder(profile, parts, progress)  # the SSL encoder: own RNG stream, cached
         seed_everything(seed)  # once, before any network is built

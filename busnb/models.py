@@ -95,10 +95,33 @@ def build_model(encoder: str = "resnet34", encoder_weights: str | None = None,
     return SegNet(encoder, encoder_weights, in_channels, decoder_channels, arch=arch)
 
 
+def check_device(device: str = "auto") -> torch.device:
+    """The device ``device`` names, checked: a ``ValueError`` (one line, with the fix) for a name torch does not
+    know or a device this machine does not have, instead of a failure deep inside the first step."""
+    if device == "auto":
+        return pick_device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r}: not a device name. Fix: cpu, cuda, cuda:1, mps, or leave it out "
+                         "(auto: CUDA, then MPS, then CPU).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine. Fix: --device cpu, or leave "
+                         "it out (auto).")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         f"(0..{torch.cuda.device_count() - 1}). Fix: name one of them.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {device}: Apple MPS is not available on this machine. Fix: --device cpu, or "
+                         "leave it out (auto).")
+    return dev
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA, else Apple MPS, else CPU."""
+    """``auto``: CUDA, else Apple MPS, else CPU; any other name is checked by :func:`check_device`."""
     if device != "auto":
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

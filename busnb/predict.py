@@ -139,20 +139,27 @@ def _is_junk(p: Path) -> bool:
 
 
 def list_images(images) -> tuple[list[Path], list[Path]]:
-    """``(image files, skipped junk files)`` of a folder, a file or a list of files.
+    """``(image files, skipped files)`` of a folder, a file or a list of files.
 
-    A folder's OS junk (``.DS_Store``, ``._*``, ``Thumbs.db``) is skipped; any other file that is not an image
-    raises ``DataError`` naming it, and so does a folder without images."""
+    In a folder, files that are not images by their suffix (OS junk such as ``.DS_Store``, notes, spreadsheets,
+    an earlier run's ``predictions.csv``) are skipped and returned as the second list, for the caller to print
+    by name; sub-folders are not searched. A folder without images, or a file named explicitly (argument or
+    list) that is not an image, raises ``DataError`` naming it."""
     if isinstance(images, (str, Path)):
         p = Path(images)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file())
-            skipped = [f for f in files if _is_junk(f)]
-            files = [f for f in files if not _is_junk(f)]
+            skipped = [f for f in files if _is_junk(f) or f.suffix.lower() not in IMAGE_SUFFIXES]
+            files = [f for f in files if f not in skipped]
             if not files:
+                subs = sorted(d.name for d in p.iterdir() if d.is_dir()
+                              and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir() if f.is_file()))
                 raise DataError(f"{p}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})"
-                                + (f"; skipped {len(skipped)} system file(s)" if skipped else "")
-                                + ". Fix: check the path, or pass the folder that holds the images.")
+                                + (f"; skipped {len(skipped)} other file(s)" if skipped else "")
+                                + (f"; sub-folders are not searched, and {', '.join(subs[:5])} hold images"
+                                   if subs else "")
+                                + ". Fix: pass the folder that holds the images"
+                                + (f", e.g. {p / subs[0]}." if subs else "."))
         elif p.is_file():
             files, skipped = [p], []
         else:
@@ -166,7 +173,7 @@ def list_images(images) -> tuple[list[Path], list[Path]]:
             raise DataError(f"{f}: file not found.")
         if f.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{f}: not an image (suffix '{f.suffix}'; expected one of {', '.join(IMAGE_SUFFIXES)}). "
-                            "Fix: move it out of the folder, or pass a list of the image files.")
+                            "Fix: pass an image file, or the folder that holds the images.")
     seen: dict[str, Path] = {}
     for f in files:
         if f.stem in seen:
@@ -174,6 +181,47 @@ def list_images(images) -> tuple[list[Path], list[Path]]:
                             "other. Fix: rename one of them.")
         seen[f.stem] = f
     return files, skipped
+
+
+def check_readable(files, progress: bool = False) -> None:
+    """Decode every image before any output is written, so that a bad file stops the command before it has
+    changed anything; a ``DataError`` names every file that cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .progress import tqdm
+
+    bad = []
+    for f in tqdm(files, desc="check images", unit="img", disable=not progress or len(files) < 50):
+        try:
+            with Image.open(f) as im:
+                im.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            bad.append(f"{f} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} file(s) cannot be read as images:\n  {shown}\nFix: re-export them, or move them "
+                        "out of the folder. Nothing was written.")
+
+
+OUTPUT_DIRS = ("masks", "prob", "overlays")
+
+
+def _clear_previous(out: Path) -> int:
+    """Remove the outputs an earlier ``predict`` wrote into ``out`` (the files its ``predictions.csv`` lists, then
+    that table and ``predict.json``), so the folder never mixes two runs. Other files are left alone. Returns how
+    many images' outputs were removed."""
+    import pandas as pd
+
+    table = out / "predictions.csv"
+    if not table.is_file():
+        return 0
+    ids = pd.read_csv(table, usecols=["id"], dtype={"id": str})["id"].tolist()
+    for i in ids:
+        for d in OUTPUT_DIRS:
+            (out / d / f"{i}.png").unlink(missing_ok=True)
+    table.unlink()
+    (out / "predict.json").unlink(missing_ok=True)
+    return len(ids)
 
 
 def _png(path: Path, array: np.ndarray) -> None:
@@ -245,13 +293,23 @@ def predict_folder(run_or_checkpoint, images, out_dir, threshold: float = 0.5, b
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file. Fix: name a folder (it is created if missing).")
     files, skipped = list_images(images)
     if skipped:
         names = ", ".join(f.name for f in skipped[:5]) + (f" (+{len(skipped) - 5} more)" if len(skipped) > 5 else "")
-        print(f"skipped {len(skipped)} system file(s) that are not images: {names}")
+        print(f"skipped {len(skipped)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): {names}")
+    check_readable(files, progress)
     net, prof, run_dir, ckpt = load_model(run_or_checkpoint, device)
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("dataset") == "phantom":
+        print(f"note: this model was trained on the phantom (profile '{prof.name}'): its masks mean something on "
+              "phantom images only. For your own images, use a run trained on ultrasound data.")
     dev = next(net.parameters()).device
-    out = Path(out_dir)
+    n_old = _clear_previous(out)
+    if n_old:
+        print(f"{out}: replaced the outputs of an earlier predict ({n_old} image(s))")
     rows = []
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
     for i in range(0, len(files), batch):

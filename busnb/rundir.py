@@ -118,11 +118,13 @@ def _diff(old, new, prefix="") -> list[str]:
 RUN_FILES = ("last.pt", "best.pt", "history.json", "config.json", "metrics.json", "test_per_image.csv", "run.json")
 
 
-def check_identity(folder: str | Path, identity: dict, force: bool = False, info: dict | None = None) -> str:
+def check_identity(folder: str | Path, identity: dict, force: bool = False, info: dict | None = None,
+                   retrain: bool = False) -> str:
     """Compare ``identity`` with the folder's ``run.json``. Returns ``"new"`` (nothing there yet: run.json
     written), ``"resume"`` (same run, unfinished) or ``"finished"`` (same run, metrics.json present).
     A different run raises :class:`RunConflict` naming each difference, unless ``force``, which clears the
-    folder's run files and starts anew. A folder with checkpoints but no ``run.json`` is foreign too."""
+    folder's run files and starts anew. A folder with checkpoints but no ``run.json`` is foreign too.
+    ``retrain`` (``busnb train --force``) clears the folder's run files whatever they hold, the same run too."""
     folder = Path(folder)
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))  # tuples -> lists, as stored
     meta = folder / "run.json"
@@ -130,9 +132,9 @@ def check_identity(folder: str | Path, identity: dict, force: bool = False, info
     if meta.is_file() or has_run:
         old = json.loads(meta.read_text())["identity"] if meta.is_file() else None
         diffs = ["no run.json (made by an older busnb or by hand)"] if old is None else _diff(old, identity)
-        if not diffs:
+        if not diffs and not retrain:
             return "finished" if (folder / "metrics.json").is_file() else "resume"
-        if not force:
+        if diffs and not (force or retrain):
             shown = "\n  ".join(diffs[:12]) + ("\n  ..." if len(diffs) > 12 else "")
             raise RunConflict(
                 f"{folder} holds a different run:\n  {shown}\n"
@@ -140,6 +142,7 @@ def check_identity(folder: str | Path, identity: dict, force: bool = False, info
                 "there (busnb train --force; in Python run_experiment(..., force=True)).")
         for f in RUN_FILES:
             (folder / f).unlink(missing_ok=True)
-        print(f"{folder}: --force: previous run deleted ({len(diffs)} difference(s))")
+        print(f"{folder}: --force: previous run deleted "
+              + (f"({len(diffs)} difference(s))" if diffs else "(the same run: trained anew; cached stages are reused)"))
     write_json(meta, {"identity": identity, **(info or {})})
     return "new"

@@ -102,7 +102,7 @@ def check_parameters(todo, extra: dict | None) -> dict:
         if k not in every:
             close = difflib.get_close_matches(k, sorted(every), n=1)
             raise ValueError(f"parameter {k!r} is declared by none of the notebooks to run"
-                             + (f"; did you mean {close[0]!r}?" if close else "") + f" Declared: {sorted(every)}")
+                             + (f"; did you mean {close[0]!r}?" if close else "") + f". Declared: {sorted(every)}")
     return declared
 
 
@@ -115,9 +115,15 @@ def run_profile(profile: str = "smoke", notebooks: list[str] | None = None, extr
     import papermill as pm
 
     run_dir = Path(out) if out else runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs(profile, variants, ratios, seeds) if not notebooks or any(j[0].startswith(n) for n in notebooks)]
+    every = jobs(profile, variants, ratios, seeds)
+    unmatched = [n for n in notebooks or [] if not any(j[0].startswith(n) for j in every)]
+    if unmatched:
+        raise ValueError(f"--notebooks {' '.join(unmatched)}: no notebook name starts with that. Fix: name them by "
+                         f"number or name, e.g. --notebooks 00 05_train; the notebooks: "
+                         f"{sorted({j[0] for j in every})}.")
+    todo = [j for j in every if not notebooks or any(j[0].startswith(n) for n in notebooks)]
     declared = check_parameters(todo, extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if sweep is None:
         sweep = profile == "gpu"
     train_jobs = [j for j in todo if j[0].startswith("05_")]

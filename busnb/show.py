@@ -121,7 +121,11 @@ def show_training(history: list[dict], title: str | None = None):
     import matplotlib.pyplot as plt
 
     ep = [h["epoch"] for h in history]
+    from matplotlib.ticker import MaxNLocator
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8), layout="constrained")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers, also in a 2-epoch run
     a.plot(ep, [h["loss"] for h in history], marker=".", color="C0")
     a.set_xlabel("epoch")
     a.set_ylabel("training loss (sum of the method's terms)")

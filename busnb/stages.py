@@ -104,7 +104,8 @@ def run_stage(spec: StageSpec, ctx: StageContext) -> tuple[dict, dict]:
     return state, {"kind": spec.kind, "dir": str(out), **info}
 
 
-def _train(method, ctx: StageContext, labeled, out: Path, batch_labeled: int | None = None) -> dict:
+def _train(method, ctx: StageContext, labeled, out: Path, batch_labeled: int | None = None,
+           label: str | None = None) -> dict:
     from .train import Trainer, train_config
 
     p = ctx.parts
@@ -112,7 +113,7 @@ def _train(method, ctx: StageContext, labeled, out: Path, batch_labeled: int | N
                       **ctx.train_kwargs)
     if batch_labeled:
         tc.batch_labeled = batch_labeled
-    trainer = Trainer(method, tc, labeled, ctx.arrays["val"], None, out)
+    trainer = Trainer(method, tc, labeled, ctx.arrays["val"], None, out, label=label)
     fit = trainer.fit()
     return {"best_val_dice": fit["best_val_dice"], "epochs": fit["epochs"], "trainer": trainer}
 
@@ -183,7 +184,8 @@ def static_teacher(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
         pseudo = most_confident(pseudo, labels, sp["keep_top"])
     targets = {s.id: labels.mask(s.id) for s in pseudo}
     train_set = SegArrays(p["labeled"] + pseudo, prof.image_size, targets=targets, progress=ctx.progress)
-    r = _train(Supervised(ctx.make_net), ctx, train_set, out, prof.batch_labeled + prof.batch_unlabeled)
+    r = _train(Supervised(ctx.make_net), ctx, train_set, out, prof.batch_labeled + prof.batch_unlabeled,
+               label="static teacher T^A (stage)")
     extra = {"n_pseudo_kept": len(pseudo), "pseudo_cache": str(labels.folder)}
     return {**_score_alone(r, ctx, out, "appg_static_teacher", extra), "n_unlabeled": len(p["unlabeled"])}
 
@@ -204,7 +206,8 @@ def bcp_pretrain(spec: StageSpec, ctx: StageContext, out: Path) -> dict:
     """BCP stage 1: copy-paste among labeled images, selected on validation Dice."""
     from .methods.classic import BCPPretrain
 
-    r = _train(BCPPretrain(ctx.make_net, **spec.params), ctx, ctx.arrays["labeled"], out)  # params: optimizer
+    r = _train(BCPPretrain(ctx.make_net, **spec.params), ctx, ctx.arrays["labeled"], out,  # params: optimizer
+               label="bcp pre-training (stage)")
     return _score_alone(r, ctx, out, "bcp_pretrain")
 
 

@@ -133,7 +133,8 @@ class Trainer:
     """
 
     def __init__(self, method, cfg: TrainConfig, labeled: SegArrays, val: SegArrays,
-                 unlabeled: SegArrays | None = None, out_dir: str | Path = "runs/train", callbacks=()):
+                 unlabeled: SegArrays | None = None, out_dir: str | Path = "runs/train", callbacks=(),
+                 label: str | None = None):
         if method.needs_unlabeled and (unlabeled is None or len(unlabeled) == 0):
             raise ValueError(f"method '{method.name}' needs an unlabeled set")
         if len(labeled) == 0:
@@ -142,6 +143,7 @@ class Trainer:
             raise ValueError(f"method '{method.name}': the validation set is empty; model selection needs at "
                              "least one validation image (see `busnb splits`)")
         self.cfg, self.method = cfg, method
+        self.label = label or method.name  # the progress bar's name (a stage names itself, not its method)
         check_kind(cfg.augment)
         self.out = Path(out_dir)
         self.device = pick_device(cfg.device)
@@ -315,7 +317,7 @@ class Trainer:
         if resume:
             self.resume()
         write_json(self.out / "config.json", asdict(self.cfg))
-        bar = tqdm(range(self.epoch, self.cfg.epochs), desc=f"{self.method.name}", disable=not self.cfg.progress,
+        bar = tqdm(range(self.epoch, self.cfg.epochs), desc=self.label, disable=not self.cfg.progress,
                    initial=self.epoch, total=self.cfg.epochs)
         for epoch in bar:
             t0, logs = time.time(), {}

@@ -114,12 +114,14 @@ def test_bad_inputs_name_the_file_or_folder(run, mixed_folder, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(mixed_folder, bad)
     (bad / "notes.txt").write_text("not an image")
-    with pytest.raises(DataError, match="notes.txt"):
-        predict_folder(run, bad, tmp_path / "o1", progress=False)
-    (bad / "notes.txt").unlink()
-    (bad / "broken.png").write_text("not a png either")
-    with pytest.raises(DataError, match="broken.png"):
-        predict_folder(run, bad, tmp_path / "o2", progress=False)
+    with pytest.raises(DataError, match="notes.txt"):  # named explicitly: an error
+        list_images([bad / "gray8.png", bad / "notes.txt"])
+    (bad / "zz_broken.png").write_text("not a png either")  # sorted last: read after the good ones
+    (bad / "zz_truncated.png").write_bytes((mixed_folder / "gray8.png").read_bytes()[:200])
+    with pytest.raises(DataError, match="(?s)2 file.*zz_broken.png.*zz_truncated.png.*Nothing was written") as e:
+        predict_folder(run, bad, tmp_path / "o2", batch=1, progress=False)
+    assert "notes.txt" not in str(e.value)
+    assert not (tmp_path / "o2").exists()  # checked before any output
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="empty"):
@@ -217,3 +219,34 @@ def test_default_model_prefers_the_dual_teacher_run(tmp_path):
     assert default_model(tmp_path).name == "plus_static-busi-r2.5-s0"  # the dual-teacher run is unfinished
     (tmp_path / "dual_teacher-busi-r2.5-s0" / "best.pt").write_bytes(b"")
     assert default_model(tmp_path).name == "dual_teacher-busi-r2.5-s0"
+
+
+def test_a_folder_skips_other_files_by_name_and_a_rerun_replaces_its_outputs(run, mixed_folder, tmp_path, capsys):
+    imgs = tmp_path / "imgs"
+    shutil.copytree(mixed_folder, imgs)
+    (imgs / "notes.txt").write_text("my notes")
+    out = tmp_path / "pred"
+    predict_folder(run, imgs, out, progress=False)
+    printed = capsys.readouterr().out
+    assert "skipped 3" in printed and "notes.txt" in printed and "phantom" in printed  # and a note on the model
+    assert json.loads((out / "predict.json").read_text())["n_skipped"] == 3
+    (out / "keep_me.txt").write_text("a file of the user's")
+    for f in ("gray16.png", "colour.jpg", "alpha.png"):
+        (imgs / f).unlink()
+    df = predict_folder(run, imgs, out, progress=False)
+    assert "replaced the outputs of an earlier predict (4 image(s))" in capsys.readouterr().out
+    assert list(df["id"]) == ["gray8"] and len(pd.read_csv(out / "predictions.csv")) == 1
+    for d in ("masks", "prob", "overlays"):
+        assert sorted(f.name for f in (out / d).iterdir()) == ["gray8.png"]  # no image of the earlier run is left
+    assert (out / "keep_me.txt").is_file()
+    # the output folder as the input folder: its predictions.csv / predict.json are skipped, not an error
+    predict_folder(run, out / "masks", out / "masks", progress=False)
+    with pytest.raises(DataError, match="is a file"):
+        predict_folder(run, imgs, imgs / "gray8.png", progress=False)
+
+
+def test_an_empty_folder_points_at_the_sub_folder_that_holds_images(run, mixed_folder, tmp_path):
+    top = tmp_path / "top"
+    shutil.copytree(mixed_folder, top / "scans")
+    with pytest.raises(DataError, match="sub-folders are not searched.*scans"):
+        list_images(top)

@@ -1,6 +1,8 @@
 """The papermill runner on the results notebook alone (the full smoke run is `make demo`)."""
 import json
 
+import pytest
+
 
 def test_runner_writes_run_folder(tmp_path):
     from busnb.runner import jobs, run_profile
@@ -28,3 +30,11 @@ def test_jobs_take_groups_ratios_and_seeds():
     assert [p["method"] for p in j[:2]] == ["supervised", "supervised"]
     assert {p["method"] for p in j} == set(BASELINES) and {p["seed"] for p in j} == {1}
     assert len(j) == 2 * len(BASELINES)
+
+
+def test_a_notebook_name_that_matches_nothing_is_an_error(tmp_path):
+    from busnb.runner import run_profile
+
+    with pytest.raises(ValueError, match="--notebooks 99: no notebook name starts with that"):
+        run_profile("smoke", notebooks=["00", "99"], out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

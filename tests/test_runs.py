@@ -53,6 +53,14 @@ def test_finished_run_reused_only_when_identical(tmp_path, capsys):
     forced = run_experiment(_prof(lr=0.5), "supervised", out_dir=out, progress=False, force=True)
     assert json.loads((out / "run.json").read_text())["identity"]["profile"]["lr"] == 0.5
     assert forced["epochs"] == 1
+    # force (notebooks: replace a stale run) keeps the same finished run; retrain (`busnb train --force`) does not
+    stamp = (out / "best.pt").stat().st_mtime_ns
+    run_experiment(_prof(lr=0.5), "supervised", out_dir=out, progress=False, force=True)
+    assert (out / "best.pt").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    again = run_experiment(_prof(lr=0.5), "supervised", out_dir=out, progress=True, retrain=True)
+    assert (out / "best.pt").stat().st_mtime_ns != stamp and again["test"] == forced["test"]
+    assert "the same run: trained anew" in capsys.readouterr().out
 
 
 def test_folder_with_foreign_checkpoint_is_not_reused(tmp_path):
@@ -140,6 +148,40 @@ def test_cli_prints_one_line_errors(capsys, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing was started
     with pytest.raises(SettingError):
         main(["--debug", "train", "--set", "epochs=abc"])
+    with pytest.raises(SettingError):  # --debug after the sub-command works too
+        main(["train", "--set", "epochs=abc", "--debug"])
+
+
+def test_cli_checks_method_options_device_and_seed_before_writing(capsys, tmp_path):
+    from busnb.cli import main
+
+    out = tmp_path / "x"
+    for args, msg in ((["--method-arg", "lamda=1"], "'supervised' has no option 'lamda'"),
+                      (["--method", "dual_teacher", "--method-arg", "keep_top=abc"], "takes a number for keep_top"),
+                      (["--method", "dual_teacher", "--method-arg", "nosuch=1"], "options: ['aurcl'"),
+                      (["--method", "dual_teachr"], "did you mean 'dual_teacher'"),
+                      (["--device", "gpu"], "not a device name")):
+        assert main(["train", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (args, err)
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda", "--out", str(out)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--seed", "-1", "--out", str(out)])
+    assert "negative" in capsys.readouterr().err
+    assert not out.exists()  # nothing was written: the corrected command runs in the same folder
+
+
+def test_every_variant_passes_its_own_option_check():
+    from busnb.methods import VARIANTS, check_method_kwargs
+
+    for name, (base, opts) in VARIANTS.items():
+        check_method_kwargs(base, opts)
+    with pytest.raises(SettingError, match="true or false"):
+        check_method_kwargs("dual_teacher", {"aurcl": 1})
+    with pytest.raises(SettingError, match="has no option"):
+        check_method_kwargs("baseline", {"lambda_u": 1.0})  # a supervised variant takes none
 
 
 def test_cli_says_which_commands_a_failed_import_removed(capsys, monkeypatch):

@@ -721,3 +721,15 @@ def test_grounding_text_is_encoded_in_the_order_the_committed_runs_drew_it(phant
     events.clear()
     P.pretrain_vlm({**params, "pool_grounding": "none"}, parts, prof, tmp_path / "lab", progress=False, device="cpu")
     assert events[:2] == ["batch", "phrases"]
+
+
+def test_loss_table_names_each_term_and_leaves_a_missing_one_blank():
+    from busnb.vlm.pretrain import LOSS_TERMS, loss_table
+
+    sss = {"epochs": 3, "first": {"epoch": 1, "loss": 16.6, "it": 2.7, "gauss": 4.1},
+           "final": {"epoch": 3, "loss": 15.0, "it": 2.5, "gauss": 3.9}}
+    plain = {"epochs": 1, "first": {"epoch": 1, "loss": 12.9, "it": 2.8}, "final": {"epoch": 1, "loss": 12.9, "it": 2.8}}
+    t = loss_table({"SSS": sss, "plain": plain})
+    assert list(t.columns) == ["term", "SSS: epoch 1", "SSS: epoch 3", "plain: epoch 1"]  # one epoch: one column
+    assert list(t.index) == ["loss", "it", "gauss"] and t.loc["it", "term"] == LOSS_TERMS["it"]
+    assert t.loc["gauss", "SSS: epoch 3"] == 3.9 and t["plain: epoch 1"].isna().tolist() == [False, False, True]

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                    "MedSAM's medsam_vit_b.pth")
     p.add_argument("--sam-kind", choices=["auto", "sam", "sam2", "medsam"], default="auto",
                    help="how to run --sam (auto: from its name or config.json)")
-    p.add_argument("--limit", type=int, help="only this many images (a quick look)")
+    p.add_argument("--limit", type=int, help="label at most this many images not yet in the cache (a quick look; the report covers every cached "
+                   "image of the part asked for)")
     p.add_argument("--workers", type=int, default=1, help="processes for CPU backends (0: one per core)")
     p.add_argument("--fit-on", default="none", choices=["none", "labeled"],
                    help="appearance backend: 'none' keeps the mask-free defaults; 'labeled' fits the score weights "

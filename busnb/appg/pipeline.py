@@ -169,7 +169,7 @@ def generate(samples, backend, cfg: PseudoLabelConfig = PseudoLabelConfig(), dat
     folder, key = _open_cache(dataset, backend, cfg, root)
     todo = [s for s in samples if not (folder / "records" / f"{_fname(s.id)}.json").is_file()][:limit]
     bar = tqdm(total=len(samples) if limit is None else len(todo), desc=f"pseudo-labels ({backend.name})",
-               disable=not progress, initial=len(samples) - len(todo) if limit is None else 0)
+               disable=not progress or not todo, initial=len(samples) - len(todo) if limit is None else 0)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp

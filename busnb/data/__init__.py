@@ -34,14 +34,23 @@ __all__ = ["DATASETS", "DataError", "PhantomConfig", "Sample", "ValidationReport
 
 def dataset_root(name: str, root: str | Path | None = None) -> Path:
     """Explicit ``root``, else the first known location; a clear error if none exists."""
+    import os
+
+    base = name.replace("_with_normal", "")
+    env = f"BUSNB_{base.upper()}_ROOT"
     if root is not None:
+        if not Path(root).exists():
+            raise DataError(f"{root}: no such folder (the root given for dataset '{name}'). Fix: check the path.")
         return Path(root)
-    found = find_dataset_root(name.replace("_with_normal", ""))
+    found = find_dataset_root(base)
     if found is None:
         raise DataError(
-            f"dataset '{name}' not found. Fix: download it, then pass root=... or set "
-            f"BUSNB_{name.replace('_with_normal', '').upper()}_ROOT (or place it under data/, see README 'Datasets')."
+            f"dataset '{name}' not found. Fix: download it, then pass --root DIR (in Python: root=DIR) or set "
+            f"{env} (or place it under data/, see README 'Datasets')."
         )
+    if not found.exists() and os.environ.get(env):
+        raise DataError(f"{found}: no such folder ({env} points there). Fix: set {env} to the dataset's folder, "
+                        "or unset it to use data/ or ../shared/data/.")
     return found
 
 

@@ -3,6 +3,8 @@
 A *variant* is a method plus options, e.g. the paper's ablation rows (``ABLATION``)."""
 from __future__ import annotations
 
+import json
+
 from .base import Method, Supervised
 from .classic import BCP, CrossPseudoSupervision, MeanTeacher
 from .dual_teacher import ABLATION, DualTeacher
@@ -67,6 +69,40 @@ def expand_variants(names) -> tuple[str, ...]:
             if v not in out:
                 out.append(v)
     return tuple(out)
+
+
+def check_method_kwargs(name: str, kwargs: dict | None) -> None:
+    """Method options (``busnb train --method-arg key=value``) checked against the method's constructor before
+    anything is loaded or written: each name must be one of its parameters, and a value must have the type of
+    that parameter's default (bool, number or string; a parameter whose default is None takes any value).
+    Raises :class:`busnb.config.SettingError` naming the option, what it takes and the valid names."""
+    import inspect
+
+    from ..config import SettingError
+
+    if not kwargs:
+        return
+    base = VARIANTS[name][0] if name in VARIANTS else name
+    if base not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(VARIANTS)}")
+    params = {k: v for k, v in inspect.signature(METHODS[base].__init__).parameters.items()
+              if k not in ("self", "make_net") and v.kind is v.POSITIONAL_OR_KEYWORD}
+    if base == "supervised" and name != "supervised":
+        params = {}  # a supervised variant (e.g. +static) builds a plain Supervised: it takes no options
+    for k, v in kwargs.items():
+        if k not in params:
+            raise SettingError(f"--method-arg {k}: '{name}' has no option {k!r}; its options: "
+                               f"{sorted(params) or 'none'}. Fix: check the name (the method's docstring lists them).")
+        d = params[k].default
+        if d is None or d is inspect.Parameter.empty:
+            continue
+        ok = (isinstance(v, bool) if isinstance(d, bool) else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, (int, float)) else
+              isinstance(v, type(d)))
+        if not ok:
+            kind = "true or false" if isinstance(d, bool) else "a number" if isinstance(d, (int, float)) else "text"
+            raise SettingError(f"--method-arg {k}={v!r}: '{name}' takes {kind} for {k} (default {d!r}). "
+                               f"Fix: e.g. --method-arg {k}={json.dumps(d)}.")
 
 
 def build_method(name: str, make_net, **kwargs) -> Method:

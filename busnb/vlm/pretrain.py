@@ -158,13 +158,50 @@ def calibrate(vlm: VLM, images: torch.Tensor, masks: torch.Tensor, phrases=LESIO
 def describe_calibration(cal: dict, informative: float = 0.1) -> str:
     """One line for a :func:`calibrate` result: how much better the calibrated text map explains the labeled
     masks than their base rate does (relative log-loss gain), and, below ``informative``, that the map carries
-    (almost) no information, so the refinement leaves the teacher's labels nearly unchanged."""
+    (almost) no information: it cannot tell the teacher's lesion candidates apart, so the default selection
+    (``fusion="select"``, :func:`busnb.methods.dusss.select_by_text`) keeps the candidate with the most teacher
+    probability, in practice the largest one."""
     gain = 1 - cal["logloss_map"] / cal["logloss_prior"]
     line = f"the text map explains the labeled masks {gain:.0%} better than their base rate (log-loss)"
     if gain < informative:
-        line += (": at this size it carries (almost) no information, so the refinement leaves the teacher's "
-                 "labels nearly unchanged")
+        line += (": at this size it carries (almost) no information, so it cannot tell the teacher's lesion "
+                 "candidates apart and the selection keeps the largest one")
     return line
+
+
+# the loss terms of a pretraining epoch (history.json), in the words of the module docstrings
+LOSS_TERMS = {
+    "loss": "total (sum of the terms below)",
+    "it": "image-text + text-image InfoNCE (cross-modal)",
+    "ii": "image-image InfoNCE (two views of one image)",
+    "tt": "text-text InfoNCE (against the momentum text encoder)",
+    "gl": "global-to-local (sentence vs the image's local features)",
+    "gauss": "SSS: Gaussian (W2) contrast of image and text embeddings",
+    "ground": "grounding: lesion phrases on the labeled masks",
+    "ground_pool": "grounding: lesion phrases on the pool's APPG pseudo-labels",
+    "target_entropy": "entropy of the SSS soft targets (not a loss; 0: one-hot, ln B: uniform over the batch)",
+}
+
+
+def loss_table(infos: dict):
+    """A DataFrame of the pretraining loss terms, first and last epoch of each stage in ``infos`` ({name: the
+    info of :func:`pretrained_vlm`}), one row per term with what it is (:data:`LOSS_TERMS`). A term a stage does
+    not have (SSS off: no ``gauss``, no soft targets) is blank, so compare terms row by row: the totals of two
+    stages with different terms are not comparable."""
+    import pandas as pd
+
+    cols = {}
+    for name, info in infos.items():
+        first, last = info.get("first") or {}, info.get("final") or {}
+        n = info.get("epochs", 0)
+        cols[f"{name}: epoch 1"] = {k: v for k, v in first.items() if k != "epoch"}
+        if n > 1:
+            cols[f"{name}: epoch {n}"] = {k: v for k, v in last.items() if k != "epoch"}
+    keys = [k for k in LOSS_TERMS if any(k in c for c in cols.values())]
+    keys += sorted({k for c in cols.values() for k in c} - set(keys))
+    df = pd.DataFrame({c: [v.get(k) for k in keys] for c, v in cols.items()}, index=keys).round(3)
+    df.insert(0, "term", [LOSS_TERMS.get(k, "") for k in keys])
+    return df
 
 
 def pretrain_vlm(params: dict, parts: dict, profile, out: Path, progress: bool = True, device: str = "auto",

@@ -51,7 +51,7 @@ def volume_factory(profile: Profile):
 
 def run_volume_experiment(profile: Profile, method: str = "supervised", ratio: float = 10.0, seed: int = 0,
                           out_dir: str | Path = "runs/3d", method_kwargs: dict | None = None, progress: bool = True,
-                          force: bool = False, train_kwargs: dict | None = None) -> dict:
+                          force: bool = False, train_kwargs: dict | None = None, retrain: bool = False) -> dict:
     """Train ``method`` (a method or variant name) on the 3D phantom at ``ratio`` % labels; select on
     validation, score the test volumes once; returns (and writes) ``metrics.json``."""
     from ..atomic import write_json
@@ -79,7 +79,7 @@ def run_volume_experiment(profile: Profile, method: str = "supervised", ratio: f
                 "profile": profile.to_dict(), "busnb_source": snapshot()}
     with RunLock(out):
         clean_tmp(out, quiet=not progress)
-        if check_identity(out, identity, force) == "finished":
+        if check_identity(out, identity, force, retrain=retrain) == "finished":
             return json.loads((out / "metrics.json").read_text())
         seed_everything(seed)
         m = build_method(method, volume_factory(profile), **(method_kwargs or {}))
