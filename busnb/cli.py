@@ -83,7 +83,7 @@ def cmd_train(a) -> int:
     r = run_experiment(prof, a.method, a.dataset, a.ratio, a.seed, out, root=a.root, method_kwargs=_kv(a.method_arg),
                        force=a.force, retrain=a.force, train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
-    print(f"written to {out}")
+    print(f"run folder: {out}")
     return 0
 
 
@@ -98,7 +98,7 @@ def _train_3d(a, prof) -> int:
     r = run_volume_experiment(prof, a.method, a.ratio, a.seed, out, method_kwargs=_kv(a.method_arg), force=a.force,
                               retrain=a.force, train_kwargs=_train_kwargs(a))
     print(json.dumps(r["test"], indent=1))
-    print(f"written to {out}")
+    print(f"run folder: {out}")
     return 0
 
 

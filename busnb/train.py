@@ -314,8 +314,8 @@ class Trainer:
         from .progress import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
+        if resume and self.resume() and self.cfg.progress and self.epoch < self.cfg.epochs:
+            print(f"{self.out}: resuming from last.pt after epoch {self.epoch} of {self.cfg.epochs}", flush=True)
         write_json(self.out / "config.json", asdict(self.cfg))
         bar = tqdm(range(self.epoch, self.cfg.epochs), desc=self.label, disable=not self.cfg.progress,
                    initial=self.epoch, total=self.cfg.epochs)

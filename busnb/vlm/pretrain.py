@@ -179,7 +179,7 @@ LOSS_TERMS = {
     "gauss": "SSS: Gaussian (W2) contrast of image and text embeddings",
     "ground": "grounding: lesion phrases on the labeled masks",
     "ground_pool": "grounding: lesion phrases on the pool's APPG pseudo-labels",
-    "target_entropy": "entropy of the SSS soft targets (not a loss; 0: one-hot, ln B: uniform over the batch)",
+    "target_entropy": "entropy of the SSS soft targets (not a loss; 0: one-hot, ln B: uniform)",
 }
 
 
