@@ -1,5 +1,7 @@
-"""Command line: ``busnb run | train | sweep | bench | splits | pseudo-label | pretrain | vlm-pretrain | predict | evaluate``.
-``busnb <cmd> -h`` for options. Errors print ``error: <message>`` (the full traceback with ``--debug``)."""
+"""Command line of busnb: semi-supervised breast-ultrasound lesion segmentation (README for the methods and results).
+
+Start with `busnb train -h` (one model) or `busnb run -h` (every notebook). Errors print one line, `error: <message>`
+with the fix; add --debug (before or after the command) for the full traceback."""
 from __future__ import annotations
 
 import argparse
@@ -133,7 +135,7 @@ RESUME = {
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="busnb", description=__doc__)
+    p = argparse.ArgumentParser(prog="busnb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -178,11 +180,11 @@ def main(argv=None) -> int:
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("splits", help="write or verify split files")
-    s.add_argument("--dataset", default="busi")
-    s.add_argument("--root")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    s.add_argument("--val-frac", type=float, default=0.1)
-    s.add_argument("--test-frac", type=float, default=0.2)
+    s.add_argument("--dataset", default="busi", help="dataset to split (default: busi)")
+    s.add_argument("--root", help="dataset folder (default: found automatically)")
+    s.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0, 1, 2], help="split seeds (default: 0 1 2)")
+    s.add_argument("--val-frac", type=float, default=0.1, help="share of the groups for validation (default: 0.1)")
+    s.add_argument("--test-frac", type=float, default=0.2, help="share of the groups for test (default: 0.2)")
     s.add_argument("--verify", action="store_true", help="re-derive groups and split from pixels and compare")
     s.add_argument("--force", action="store_true",
                    help="replace an existing split with different content (changes the test set)")

@@ -538,6 +538,6 @@ def add_parsers(sub) -> None:
     e.add_argument("--root", help="dataset folder (default: found automatically; required for 'folder')")
     e.add_argument("--part", default="test", choices=PARTS,
                    help="split part, or all images (use 'all' for a dataset the run was not trained on)")
-    e.add_argument("--split-seed", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--split-seed", type=int, default=0, help="split whose part is scored (default: 0)")
+    e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     e.set_defaults(fn=cmd_evaluate)

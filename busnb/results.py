@@ -422,6 +422,7 @@ def predictions_by_variant(df, profile, n_images: int = 4):
 
     from .data import load_pair
     from .experiment import net_factory, prepare
+    from .metrics import dice_iou
     from .train import predict_prob
 
     first = df.iloc[0]
@@ -441,7 +442,7 @@ def predictions_by_variant(df, profile, n_images: int = 4):
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["net"])
         for s, (im, gt), pr in zip(picks, pairs, predict_prob(net, [p[0] for p in pairs], profile.image_size)):
             rows.append((im, gt, pr > 0.5))
-            titles.append(f"{r['method']} · {s.id}")
+            titles.append(f"{r['method']} · {s.id} · Dice {100 * dice_iou(pr > 0.5, gt)[0]:.0f} %")
     return rows, titles
 
 
