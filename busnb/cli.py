@@ -35,7 +35,7 @@ def cmd_run(a) -> int:
 
 
 def _did_you_mean(name: str, choices) -> str:
-    """'' or "; did you mean 'x'?" for the closest of ``choices`` to a mistyped ``name``."""
+    """'' or " (did you mean 'x'?)" for the closest of ``choices`` to a mistyped ``name``."""
     import difflib
 
     close = difflib.get_close_matches(name, list(choices), n=1)
