@@ -416,15 +416,18 @@ def all_lesion_dice(masks) -> float:
 
 
 def predictions_by_variant(df, profile, n_images: int = 4):
-    """(image, ground truth, prediction) for the same test images under every variant of the first
-    dataset / ratio / seed in ``df``, with titles; for the qualitative figure."""
+    """(image, ground truth, prediction) for the same test images under every variant of the first 2D
+    dataset / ratio / seed in ``df``, with titles; for the qualitative figure (empty lists without 2D runs)."""
     import torch
 
-    from .data import load_pair
+    from .data import DATASETS, load_pair
     from .experiment import net_factory, prepare
     from .metrics import dice_iou
     from .train import predict_prob
 
+    df = df[df["dataset"].isin(DATASETS)] if len(df) else df  # 2D runs: a 3D run (09) has no image to show here
+    if df.empty:
+        return [], []
     first = df.iloc[0]
     same = df[(df["dataset"] == first["dataset"]) & (df["ratio"] == first["ratio"]) & (df["seed"] == first["seed"])]
     parts = prepare(profile, first["dataset"], first["ratio"], int(first["seed"]), validate=False)  # checked when trained
@@ -442,7 +445,7 @@ def predictions_by_variant(df, profile, n_images: int = 4):
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["net"])
         for s, (im, gt), pr in zip(picks, pairs, predict_prob(net, [p[0] for p in pairs], profile.image_size)):
             rows.append((im, gt, pr > 0.5))
-            titles.append(f"{r['method']} · {s.id} · Dice {100 * dice_iou(pr > 0.5, gt)[0]:.0f} %")
+            titles.append(f"{r['method']}\n{s.id} · Dice {100 * dice_iou(pr > 0.5, gt)[0]:.0f} %")
     return rows, titles
 
 

@@ -333,3 +333,16 @@ def test_pack_keeps_the_run_text_files_and_leaves_checkpoints_behind(tmp_path):
     r = subprocess.run([sys.executable, "-m", "busnb.results", "--pack", str(tmp_path / "missing"),
                         str(tmp_path / "y.tar.gz")], capture_output=True, text=True)
     assert r.returncode != 0 and "is not a folder" in r.stderr and not (tmp_path / "y.tar.gz").exists()
+
+
+def test_the_qualitative_figure_skips_3d_runs():
+    """06 after 09 in one run folder: the 3D run's row (dataset phantom3d) has no 2D image to draw; it used to
+    be taken as the first row and crash the figure."""
+    import pandas as pd
+
+    from busnb.config import get_profile
+    from busnb.results import predictions_by_variant
+
+    df = pd.DataFrame([{"dataset": "phantom3d", "ratio": 10.0, "seed": 0, "method": "dual_uncertainty",
+                        "path": "nowhere"}])
+    assert predictions_by_variant(df, get_profile("smoke")) == ([], [])
