@@ -88,7 +88,7 @@ def check_method_kwargs(name: str, kwargs: dict | None) -> None:
     params = {k: v for k, v in inspect.signature(METHODS[base].__init__).parameters.items()
               if k not in ("self", "make_net") and v.kind is v.POSITIONAL_OR_KEYWORD}
     if base == "supervised" and name != "supervised":
-        params = {}  # a supervised variant (e.g. +static) builds a plain Supervised: it takes no options
+        params = {}  # a supervised variant (e.g. baseline) builds a plain Supervised: it takes no options
     for k, v in kwargs.items():
         if k not in params:
             raise SettingError(f"--method-arg {k}: '{name}' has no option {k!r}; its options: "
