@@ -34,14 +34,6 @@ def cmd_run(a) -> int:
     return 0
 
 
-def _did_you_mean(name: str, choices) -> str:
-    """'' or " (did you mean 'x'?)" for the closest of ``choices`` to a mistyped ``name``."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _nonneg_int(text: str) -> int:
     try:
         v = int(text)
@@ -65,6 +57,7 @@ def _train_kwargs(a) -> dict:
 
 def cmd_train(a) -> int:
     from .config import check_overrides, get_profile
+    from .errors import closest
     from .experiment import run_experiment, run_name
     from .methods import VARIANTS, check_method_kwargs
     from .models import check_device
@@ -73,8 +66,9 @@ def cmd_train(a) -> int:
 
     overrides = check_overrides(a.profile, _kv(a.set))  # before any data is loaded
     if a.method not in VARIANTS:
-        raise ValueError(f"unknown method {a.method!r}{_did_you_mean(a.method, VARIANTS)}; choose one of "
-                         f"{sorted(VARIANTS)}")
+        close = closest(a.method, VARIANTS)
+        raise ValueError(f"unknown method {a.method!r}" + (f" (did you mean {close!r}?)" if close else "")
+                         + f"; choose one of {sorted(VARIANTS)}")
     check_method_kwargs(a.method, _kv(a.method_arg))
     check_device(a.device or "auto")
     prof = get_profile(a.profile, **overrides)

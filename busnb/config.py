@@ -150,7 +150,7 @@ def _coerce(name: str, value, default, profile: str):
 def check_overrides(name: str, overrides: dict) -> dict:
     """Validate ``overrides`` against profile ``name`` before anything is loaded: unknown fields (with the
     closest valid name) and wrong types raise :class:`SettingError`. Returns the converted values."""
-    import difflib
+    from .errors import closest
 
     if name not in PROFILES:
         raise SettingError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
@@ -159,8 +159,8 @@ def check_overrides(name: str, overrides: dict) -> dict:
     out = {}
     for k, v in overrides.items():
         if k not in fields:
-            close = difflib.get_close_matches(k, fields, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            close = closest(k, fields)
+            hint = f" Did you mean '{close}'?" if close else ""
             raise SettingError(f"unknown setting {k!r}.{hint} Valid settings: {', '.join(sorted(fields))}.")
         out[k] = _coerce(k, v, getattr(base, k), name)
     for k in ("epochs", "image_size", "batch_labeled", "batch_unlabeled"):

@@ -19,6 +19,14 @@ def user_error_types() -> tuple[type, ...]:
     return tuple(types)
 
 
+def closest(name: str, choices) -> str | None:
+    """The choice nearest to a mistyped ``name`` (difflib), or None: the "did you mean" of every one-line error."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return close[0] if close else None
+
+
 def is_user_error(e: BaseException) -> bool:
     """Errors whose message names the problem and the fix: bad data, splits, settings, run folders, missing
     weights, and plain ValueErrors raised by busnb's own checks."""

@@ -186,16 +186,14 @@ def list_images(images) -> tuple[list[Path], list[Path]]:
 def check_readable(files, progress: bool = False) -> None:
     """Decode every image before any output is written, so that a bad file stops the command before it has
     changed anything; a ``DataError`` names every file that cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
+    from .data.io import UNREADABLE, decode
     from .progress import tqdm
 
     bad = []
     for f in tqdm(files, desc="check images", unit="img", disable=not progress or len(files) < 50):
         try:
-            with Image.open(f) as im:
-                im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            decode(f).close()
+        except UNREADABLE as e:
             bad.append(f"{f} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
     if bad:
         shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")

@@ -92,17 +92,17 @@ def kernel_manager_class():
 def check_parameters(todo, extra: dict | None) -> dict:
     """Papermill only warns about a parameter a notebook does not declare (and runs with its default): here
     it is an error. Returns, per notebook stem, the names its ``parameters`` cell declares."""
-    import difflib
-
     import papermill as pm
+
+    from .errors import closest
 
     declared = {stem: set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))) for stem in {j[0] for j in todo}}
     every = set().union(*declared.values()) if declared else set()
     for k in extra or {}:
         if k not in every:
-            close = difflib.get_close_matches(k, sorted(every), n=1)
+            close = closest(k, every)
             raise ValueError(f"parameter {k!r} is declared by none of the notebooks to run"
-                             + (f"; did you mean {close[0]!r}?" if close else "") + f". Declared: {sorted(every)}")
+                             + (f"; did you mean {close!r}?" if close else "") + f". Declared: {sorted(every)}")
     return declared
 
 

@@ -13,14 +13,24 @@ class DataError(ValueError):
     """Bad input data. The message names the file and says how to fix it."""
 
 
+# what PIL raises for a file it cannot decode (ValueError: some truncated or malformed chunks)
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def decode(path: Path) -> Image.Image:
+    """The image at ``path``, fully decoded (``Image.load``); PIL's :data:`UNREADABLE` errors pass through."""
+    im = Image.open(path)
+    im.load()
+    return im
+
+
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found. Fix: check the dataset root and layout (see README, 'Datasets').")
     try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        im = decode(path)
+    except UNREADABLE as e:
         raise DataError(
             f"{path}: cannot be read as an image ({e}). Fix: re-export or re-download this file, "
             "or remove it together with its mask."
